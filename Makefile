@@ -1,0 +1,43 @@
+# Two entry points (see README): `make demo` and `make test`. Each builds/updates its own venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STUBS  := .stubs/esp32
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# micropython-esp32-stubs installs top-level .pyi files (machine.pyi, ...): keep them in their own
+# folder so they never shadow CPython modules; only the esp32 board is checked against them.
+$(STUBS)/.stamp: $(VENV)/.dev
+	$(PY) -m pip install -q --target $(STUBS) micropython-esp32-stubs
+	touch $@
+
+demo: $(VENV)/.dev
+	$(PY) -m host_sim demo
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check firmware hal host_sim tools tests
+
+typecheck: $(STUBS)/.stamp
+	MYPYPATH=$(STUBS) $(VENV)/bin/mypy --config-file tools/mypy-esp32.ini hal/boards/esp32.py
+
+pytest: $(VENV)/.dev
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.dev
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.bench
+
+clean:
+	rm -rf $(VENV) .stubs .pytest_cache .ruff_cache .mypy_cache
