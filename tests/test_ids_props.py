@@ -1,0 +1,82 @@
+"""The hand-written identifier checks agree with the OICP regexes (CPython `re` + hypothesis).
+
+Deliberate differences, asserted here too: EvseID upper case only (the AsciiDoc since 2023-05),
+and no literal `|` separator in EvcoIDs (a slip in the spec's character classes).
+"""
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware import ids
+
+UID_RE = re.compile(r"^([0-9A-F]{8,8}|[0-9A-F]{14,14}|[0-9A-F]{20,20})$")
+EVSE_RE = re.compile(
+    r"^(([A-Z]{2}\*?[A-Z0-9]{3}\*?E[A-Z0-9\*]{1,30})|(\+?[0-9]{1,3}\*[0-9]{3}\*[0-9\*]{1,32}))$")
+EVCO_RE = re.compile(
+    r"^(([A-Za-z]{2}\-?[A-Za-z0-9]{3}\-?C[A-Za-z0-9]{8}\-?[\d|A-Za-z])|"
+    r"([A-Za-z]{2}[\*|\-]?[A-Za-z0-9]{3}[\*|\-]?[A-Za-z0-9]{6}[\*|\-]?[\d|X]))$", re.ASCII)
+OPERATOR_RE = re.compile(r"^(([A-Za-z]{2}\*?[A-Za-z0-9]{3})|(\+?[0-9]{1,3}\*[0-9]{3}))$")
+SESSION_RE = re.compile(r"^[A-Za-z0-9]{8}(-[A-Za-z0-9]{4}){3}-[A-Za-z0-9]{12}$")
+
+# Alphabets small enough that hypothesis often produces valid identifiers.
+EVSE_ALPHABET = "DEABC7E0189*+"
+EVCO_ALPHABET = "DEabC80X3*-|"
+SESSION_ALPHABET = "a0Z9-_"
+
+
+def _ok(fn, s):
+    try:
+        fn(s)
+        return True
+    except ids.IdError:
+        return False
+
+
+@settings(max_examples=600)
+@given(st.text(alphabet="0123456789abcdefABCDEFG:", max_size=22))
+def test_uid_matches_regex_after_upper(s):
+    assert _ok(ids.normalize_uid, s) == bool(UID_RE.fullmatch(s.upper()))
+    if UID_RE.fullmatch(s.upper()):
+        assert ids.normalize_uid(s) == s.upper()
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.from_regex(EVSE_RE, fullmatch=True), st.text(EVSE_ALPHABET, max_size=40)))
+def test_evse_matches_regex(s):
+    assert _ok(ids.check_evse_id, s) == bool(EVSE_RE.fullmatch(s))
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.from_regex(EVCO_RE, fullmatch=True), st.text(EVCO_ALPHABET, max_size=20)))
+def test_evco_matches_regex_except_pipe(s):
+    expected = bool(EVCO_RE.fullmatch(s)) and "|" not in s
+    assert _ok(ids.check_evco_id, s) == expected
+
+
+@settings(max_examples=1000)
+@given(st.one_of(st.from_regex(OPERATOR_RE, fullmatch=True), st.text("DEa3*+49", max_size=9)))
+def test_operator_matches_regex(s):
+    assert _ok(ids.check_operator_id, s) == bool(OPERATOR_RE.fullmatch(s))
+
+
+@settings(max_examples=1000)
+@given(st.one_of(st.from_regex(SESSION_RE, fullmatch=True), st.text(SESSION_ALPHABET, max_size=38)))
+def test_session_matches_regex(s):
+    assert _ok(ids.check_session_id, s) == bool(SESSION_RE.fullmatch(s))
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_new_session_id_always_valid_v4(raw):
+    sid = ids.new_session_id(raw)
+    assert SESSION_RE.match(sid)
+    assert re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", sid)
+
+
+@given(st.binary(min_size=0, max_size=12))
+def test_uid_from_bytes_roundtrip(raw):
+    if len(raw) in (4, 7, 10):
+        assert bytes.fromhex(ids.uid_from_bytes(raw)) == raw
+    else:
+        assert not _ok(ids.uid_from_bytes, raw)
