@@ -1,0 +1,328 @@
+"""Non-blocking PN532 card reader over HSU (UART 115200 8N1).
+
+One command is in flight at a time; `poll(now)` reads only what the UART says is waiting, feeds
+the streaming frame parser, checks the deadline with `ticks_diff` and sends the next command when
+it is due. It never sleeps and writes at most once per call, so the control loop keeps its pace.
+
+Sequence: wake-up preamble + SAMConfiguration (leave LowVbat), GetFirmwareVersion (liveness),
+RFConfiguration item 0x05 with a FINITE MxRtyPassiveActivation (so a poll without a card answers
+NbTg=0 instead of blocking the chip forever), then InListPassiveTarget (1 target, 106 kbps type A)
+every `poll_interval_ms`, with InRelease after each card found. On a time-out or an error frame
+it aborts the command with an ACK frame, drops what it buffered, and starts again from the
+wake-up, with exponential back-off while the reader keeps failing.
+
+Events (at most one per poll): ("tap", (uid_hex, nbytes)) when a card enters the field,
+("gone", uid_hex) after `gone_after` consecutive empty polls, ("unusable", uid_hex) for a random
+UID (4 bytes starting 0x08: phones, emulated cards) once per presence, ("failed", reason) when no
+valid answer came for `fail_after_ms`, ("ok", None) on the first valid answer after that.
+A card held across a reader failure is not reported twice: presence survives the failure.
+"""
+
+from hal.compat import const, ticks_add, ticks_diff
+from hal.pn532_frames import ACK, ACK_FRAME, DATA, ERROR, NACK, TFI_CHIP, FrameParser, build_frame
+
+CMD_GET_FIRMWARE_VERSION = const(0x02)
+CMD_SAM_CONFIGURATION = const(0x14)
+CMD_RF_CONFIGURATION = const(0x32)
+CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+CMD_IN_RELEASE = const(0x52)
+
+# 55 55 then zeros: the 55s wake the HSU, the 00s give it time (and are valid preamble bytes).
+WAKE_PREAMBLE = b"\x55\x55" + bytes(16)
+SAM_NORMAL = build_frame(b"\x14\x01\x00\x00")  # normal mode, no virtual-card timeout, no IRQ
+WAKE_AND_SAM = WAKE_PREAMBLE + SAM_NORMAL  # one write: the zeros double as frame preamble
+GET_FIRMWARE_VERSION = build_frame(b"\x02")
+IN_LIST_PASSIVE_TARGET = build_frame(b"\x4a\x01\x00")  # MaxTg 1, BrTy 106 kbps type A
+IN_RELEASE = build_frame(b"\x52\x00")  # Tg 0 = all targets
+
+
+def rf_max_retries_frame(passive_activation):
+    """RFConfiguration item 0x05: MxRtyATR FF (default), MxRtyPSL 01, MxRtyPassiveActivation."""
+    return build_frame(bytes((CMD_RF_CONFIGURATION, 0x05, 0xFF, 0x01, passive_activation)))
+
+
+def parse_target(payload):
+    """InListPassiveTarget reply `D5 4B NbTg [Tg SENS_RES(2) SEL_RES len NFCID ...]`.
+
+    Returns None for no card, the UID bytes for a card, or raises ValueError for a reply that
+    is malformed or whose UID length is not 4, 7 or 10 (OICP accepts only those).
+    """
+    n = len(payload)
+    if n < 3:
+        raise ValueError("short InListPassiveTarget reply")
+    if payload[2] == 0:
+        return None
+    if n < 8:
+        raise ValueError("truncated target data")
+    uid_len = payload[7]
+    if uid_len not in (4, 7, 10):
+        raise ValueError("UID length not 4/7/10")
+    if n < 8 + uid_len:
+        raise ValueError("truncated UID")
+    return payload[8 : 8 + uid_len]
+
+
+def is_random_uid(uid):
+    """ISO 14443-3: a 4-byte UID starting 0x08 is drawn anew at each activation."""
+    return len(uid) == 4 and uid[0] == 0x08
+
+
+# driver phases
+_WAKE = const(0)  # next send = wake preamble + SAMConfiguration
+_FIRMWARE = const(1)
+_RF_CONFIG = const(2)
+_POLL = const(3)
+_RELEASE = const(4)
+
+
+class PN532:
+    def __init__(
+        self,
+        uart,
+        retries=1,
+        poll_interval_ms=100,
+        timeout_ms=250,
+        gone_after=2,
+        fail_after_ms=1000,
+        backoff_min_ms=50,
+        backoff_max_ms=4000,
+    ):
+        if not 0 <= retries < 0xFF:
+            raise ValueError("retries must be 0..254 (0xFF means wait forever)")
+        if timeout_ms <= 0 or poll_interval_ms < 0 or gone_after < 1:
+            raise ValueError("bad timing parameters")
+        self.uart = uart
+        self.poll_interval_ms = poll_interval_ms
+        self.timeout_ms = timeout_ms
+        self.gone_after = gone_after
+        self.fail_after_ms = fail_after_ms
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self._rf_config = rf_max_retries_frame(retries)
+        self.parser = FrameParser()
+        self.firmware = None  # (IC, Ver, Rev, Support) once GetFirmwareVersion answered
+        # counters, for diagnostics; nothing bad is dropped without being counted
+        self.timeouts = 0
+        self.error_frames = 0
+        self.unexpected = 0  # valid frames nobody asked for (stale replies, NACKs)
+        self.bad_replies = 0  # InListPassiveTarget replies with unusable target data
+        self.polls = 0
+        self._phase = _WAKE
+        self._busy = False
+        self._cmd = 0
+        self._deadline = 0
+        self._due = 0
+        self._started = False
+        self._sent_at = 0
+        self._trouble_since = None  # send time of the first failed exchange since a good one
+        self._rx_since_send = 0
+        self._frames_since_send = 0
+        self._aborted = False
+        self._fails = 0  # consecutive aborted exchanges
+        self._failed = False
+        self._reason = None
+        self._pending = None  # an event held back because "ok" went first
+        self._present = None  # raw UID bytes of the card in the field
+        self._present_hex = None
+        self._present_random = False
+        self._empty = 0
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def failed(self):
+        return self._failed
+
+    @property
+    def present(self):
+        """UID hex of the card in the field (None if none or only a random UID)."""
+        return None if self._present_random else self._present_hex
+
+    def poll(self, now):
+        if not self._started:
+            self._started = True
+            self._due = now
+        if self._pending is not None:
+            ev, self._pending = self._pending, None
+            return ev
+        self._aborted = False
+        ev = self._receive(now)
+        if ev is not None:
+            return ev
+        if self._busy:
+            if ticks_diff(now, self._deadline) >= 0:
+                if self._frames_since_send:
+                    self._abort(now, "no reply")
+                else:
+                    self._abort(now, "garbage" if self._rx_since_send else "no answer")
+        elif not self._aborted and ticks_diff(now, self._due) >= 0:
+            self._send(now)  # at most one write per poll: not in the poll that sent an abort
+        since = self._trouble_since
+        if not self._failed and since is not None and ticks_diff(now, since) >= self.fail_after_ms:
+            self._failed = True
+            return ("failed", self._reason)
+        return None
+
+    # -- receiving --------------------------------------------------------------------------
+    def _receive(self, now):
+        uart, parser = self.uart, self.parser
+        n = uart.any()
+        if n:
+            room = parser.room()
+            data = uart.read(n if n < room else room)
+            if data:
+                self._rx_since_send += len(data)
+                parser.feed(data)
+        while True:
+            frame = parser.next()
+            if frame is None:
+                return None
+            ev = self._on_frame(frame[0], frame[1], now)
+            if ev is not None:
+                return ev
+
+    def _on_frame(self, kind, payload, now):
+        if not self._busy:
+            self.unexpected += 1
+            return None
+        self._frames_since_send += 1
+        if kind == ACK:
+            return None
+        if kind == NACK:
+            self.unexpected += 1
+            return None
+        if kind == ERROR:
+            self.error_frames += 1
+            self._abort(now, "error frame")
+            return None
+        if kind != DATA:
+            return None
+        if len(payload) < 2 or payload[0] != TFI_CHIP or payload[1] != self._cmd + 1:
+            self.unexpected += 1
+            return None
+        self._busy = False
+        self._trouble_since = None
+        self._fails = 0
+        ev = self._on_reply(payload, now)
+        if self._failed:
+            self._failed = False
+            self._reason = None
+            self._pending = ev
+            return ("ok", None)
+        return ev
+
+    def _on_reply(self, payload, now):
+        cmd = self._cmd
+        if cmd == CMD_SAM_CONFIGURATION:
+            self._phase, self._due = _FIRMWARE, now
+        elif cmd == CMD_GET_FIRMWARE_VERSION:
+            if len(payload) >= 6:
+                self.firmware = (payload[2], payload[3], payload[4], payload[5])
+            self._phase, self._due = _RF_CONFIG, now
+        elif cmd == CMD_RF_CONFIGURATION:
+            self._phase, self._due = _POLL, now
+        elif cmd == CMD_IN_RELEASE:
+            self._phase = _POLL
+            self._due = ticks_add(now, self.poll_interval_ms)
+        elif cmd == CMD_IN_LIST_PASSIVE_TARGET:
+            self.polls += 1
+            try:
+                uid = parse_target(payload)
+            except ValueError:
+                self.bad_replies += 1
+                self._due = ticks_add(now, self.poll_interval_ms)
+                return None
+            if uid is None:
+                self._due = ticks_add(now, self.poll_interval_ms)
+                return self._empty_poll()
+            self._phase, self._due = _RELEASE, now
+            return self._card(uid)
+        return None
+
+    # -- presence ---------------------------------------------------------------------------
+    def _empty_poll(self):
+        if self._present is None:
+            return None
+        self._empty += 1
+        if self._empty < self.gone_after:
+            return None
+        return self._forget()
+
+    def _forget(self):
+        old, was_random = self._present_hex, self._present_random
+        self._present = self._present_hex = None
+        self._present_random = False
+        self._empty = 0
+        return None if was_random else ("gone", old)
+
+    def _card(self, uid):
+        self._empty = 0
+        random = is_random_uid(uid)
+        if self._present is not None:
+            if random and self._present_random:
+                return None  # the same phone, with a new random UID each activation
+            if not random and not self._present_random and uid == self._present:
+                return None
+            ev = self._forget()  # a different card: gone now, the next poll finds the new one
+            if ev is not None:
+                return ev
+        self._present = bytes(uid)
+        self._present_hex = self._present.hex().upper()
+        self._present_random = random
+        if random:
+            return ("unusable", self._present_hex)
+        return ("tap", (self._present_hex, len(uid)))
+
+    # -- sending and recovery -----------------------------------------------------------------
+    def _flush_rx(self):
+        """Stale bytes before a new command are garbage: count them, forget them."""
+        n = self.uart.any()
+        if n:
+            data = self.uart.read(n)
+            if data:
+                self.parser.feed(data)
+        self.parser.reset()
+
+    def _send(self, now):
+        self._flush_rx()
+        phase = self._phase
+        if phase == _WAKE:
+            self._cmd = CMD_SAM_CONFIGURATION
+            self.uart.write(WAKE_AND_SAM)
+        elif phase == _FIRMWARE:
+            self._cmd = CMD_GET_FIRMWARE_VERSION
+            self.uart.write(GET_FIRMWARE_VERSION)
+        elif phase == _RF_CONFIG:
+            self._cmd = CMD_RF_CONFIGURATION
+            self.uart.write(self._rf_config)
+        elif phase == _RELEASE:
+            self._cmd = CMD_IN_RELEASE
+            self.uart.write(IN_RELEASE)
+        else:
+            self._cmd = CMD_IN_LIST_PASSIVE_TARGET
+            self.uart.write(IN_LIST_PASSIVE_TARGET)
+        self._busy = True
+        self._sent_at = now
+        self._rx_since_send = 0
+        self._frames_since_send = 0
+        self._deadline = ticks_add(now, self.timeout_ms)
+
+    def _abort(self, now, reason):
+        """Time-out or error: ACK aborts the chip's command; then re-wake after a back-off."""
+        if reason != "error frame":
+            self.timeouts += 1
+        self.uart.write(ACK_FRAME)
+        self.parser.reset()
+        self._busy = False
+        self._aborted = True
+        self._reason = reason
+        if self._trouble_since is None:
+            self._trouble_since = self._sent_at
+        self._fails += 1
+        self._phase = _WAKE
+        if self._fails < 2:
+            delay = 0
+        else:
+            delay = self.backoff_min_ms << min(self._fails - 2, 16)
+            if delay > self.backoff_max_ms:
+                delay = self.backoff_max_ms
+        self._due = ticks_add(now, delay)
