@@ -83,6 +83,50 @@ class FakeUart:
         return len(data)
 
 
+class RegisterSlave:
+    """A responder that answers FC 03/04 reads from register maps, like a real meter.
+
+    `regs[fc][address] = value`; a read touching a missing register gets exception 02.
+    `fail` (a callable(request) -> [(delay, bytes)] or None) lets a test break one answer.
+    """
+
+    def __init__(self, address, regs, delay_ms=8):
+        self.address = address
+        self.regs = regs
+        self.delay_ms = delay_ms
+        self.requests = []
+        self.fail = None
+
+    def __call__(self, req):
+        self.requests.append(req)
+        if self.fail is not None:
+            out = self.fail(req)
+            if out is not None:
+                return out
+        if req[0] != self.address:
+            return []
+        fc = req[1]
+        start = (req[2] << 8) | req[3]
+        count = (req[4] << 8) | req[5]
+        table = self.regs.get(fc, {})
+        values = []
+        for a in range(start, start + count):
+            if a not in table:
+                return [(self.delay_ms, with_crc((req[0], fc | 0x80, 2)))]
+            values.append(table[a])
+        return [(self.delay_ms, reply_frame(req[0], fc, values))]
+
+
+def words(bits, nwords=2):
+    """Split an integer into big-endian 16-bit words (high word first)."""
+    return [(bits >> (16 * (nwords - 1 - k))) & 0xFFFF for k in range(nwords)]
+
+
+def put(table, reg, bits, nwords=2):
+    for k, w in enumerate(words(bits, nwords)):
+        table[reg + k] = w
+
+
 class FakePin:
     """machine.Pin stand-in that records every value written."""
 
