@@ -14,13 +14,16 @@ firmware and closes the ptys, whatever happened before.
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
+import tty
 from collections import deque
 
 from host_sim import build, console
@@ -345,6 +348,13 @@ class Simulation:
         return cmd
 
     def command(self, cmd):
+        try:
+            self._command(cmd)
+        except ValueError as e:  # the devices refused (e.g. a 4-byte tag for an RDM6300)
+            self.emit("error", kind="command", command=cmd[0], message=str(e))
+        self.pump(0)
+
+    def _command(self, cmd):
         name, args = cmd
         if name == "wait":
             self.pump(args[0])
@@ -372,11 +382,14 @@ class Simulation:
             self.emit("device", fault="meter_" + args[0])
         elif name == "power_cut":
             self.power_cut()
-        elif name in ("status", "heap"):
+        elif name == "status":
+            self._to_firmware(name)
+            if hasattr(self.bench, "status"):
+                self.emit("devices", devices=self.bench.status())
+        elif name == "heap":
             self._to_firmware(name)
         elif name == "quit":
             self.quit_requested = True
-        self.pump(0)
 
     def _to_firmware(self, line):
         if self.fw is None or not self.fw.send(line):
@@ -388,6 +401,8 @@ class Simulation:
         self.fw.expected_exit = True
         self.fw.kill()
         self._collect()
+        if hasattr(self.bench, "flush"):
+            self.bench.flush()
         self.emit("power_cut", status=self.fw.poll())
         self._boot()
         self.emit("restart", boot=self.boot_count)
@@ -413,7 +428,165 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def default_bench(evses, reader, with_reader, clock):
-    from host_sim.bench_adapter import DeviceBench  # noqa: F401 (filled in below)
+CABLE_OHMS = {13: 1500, 20: 680, 32: 220, 63: 100}  # Type 2 PP codings (hardware.md §4.3)
+EV_FAULTS = ("diode", "pilot_short", "ignore_pwm_off")
+CONTACTOR_FAULTS = ("weld", "stuck")
 
+
+class DeviceBench:
+    """The virtual devices of one charge point, each on its own pty, serviced by `run_once`.
+
+    (Written here because host_sim.devices had no hub yet when the runner was built; it only
+    uses the devices' byte interface: feed/pending/next_event.) Besides moving bytes it records
+    the device-side moments the benchmark needs: a `cp` line leaving for the firmware (the EV
+    model changed the CP level) and a `coil` line arriving from it."""
+
+    def __init__(self, evses, reader, with_reader, clock, meter_baud=9600):
+        from host_sim.devices.pn532 import Pn532
+        from host_sim.devices.rdm6300 import Rdm6300
+        from host_sim.devices.sdm import SdmBus, SdmMeter
+        from host_sim.devices.simio import SimEvse, SimIo
+
+        self.clock = clock
+        self._events = []
+        self.evses = [SimEvse() for _ in range(evses)]
+        self.meters = [SdmMeter(address=i + 1, source=self.evses[i].currents)
+                       for i in range(evses)]
+        self.simio = SimIo(self.evses)
+        devices = {"meter": SdmBus(self.meters, baud=meter_baud), "simio": self.simio}
+        self.reader_kind = reader
+        self.reader = None
+        if with_reader:
+            self.reader = Pn532() if reader == "pn532" else Rdm6300()
+            devices["reader"] = self.reader
+        self._ptys = {}  # name -> (master fd, slave fd, device)
+        self.ports = {"reader": None}
+        self.dropped = 0  # bytes the firmware side could not take (pty full)
+        try:
+            for name, dev in devices.items():
+                master, slave = os.openpty()
+                tty.setraw(slave)
+                os.set_blocking(master, False)
+                self._ptys[name] = (master, slave, dev)
+                self.ports[name] = os.ttyname(slave)
+        except OSError as e:
+            self.close()
+            raise RunnerError("cannot open the device ptys: {}".format(e)) from None
+        self._by_fd = {m: (name, dev) for name, (m, _s, dev) in self._ptys.items()}
+
+    # -- console actions --------------------------------------------------------------------
+    def tap(self, uid):
+        if self.reader is None:
+            raise ValueError("no virtual reader (a real one is on --reader-port)")
+        raw = bytes.fromhex(uid)
+        if self.reader_kind == "rdm6300" and len(raw) != 5:
+            raise ValueError("an RDM6300 tag is 5 bytes (10 hex digits): {}".format(uid))
+        self.reader.present(raw, self.clock())
+
+    def remove(self):
+        if self.reader is None:
+            raise ValueError("no virtual reader (a real one is on --reader-port)")
+        self.reader.remove()
+
+    def plug(self, n, amps):
+        self.evses[n - 1].ev.plug(CABLE_OHMS[amps])
+
+    def ev(self, n, action):
+        ev = self.evses[n - 1].ev
+        {"charge": ev.charge, "pause": ev.pause, "unplug": ev.unplug}[action]()
+
+    def fault(self, n, name):
+        evse = self.evses[n - 1]
+        if name in CONTACTOR_FAULTS:
+            evse.contactor.set_fault(name, self.clock())
+        elif name in EV_FAULTS:
+            evse.ev.set_fault(name)
+        else:
+            raise ValueError("unknown fault {!r}".format(name))
+
+    def clear(self, n):
+        evse = self.evses[n - 1]
+        evse.contactor.set_fault("clear", self.clock())
+        evse.ev.set_fault("clear")
+
+    def meter_ok(self, ok):
+        for m in self.meters:
+            m.set_fault("ok" if ok else "fail", self.clock())
+
+    def status(self):
+        now = self.clock()
+        return {name: dev.status(now) if name == "simio" else dev.status()
+                for name, (_m, _s, dev) in self._ptys.items()}
+
+    # -- I/O --------------------------------------------------------------------------------
+    def run_once(self, timeout_s):
+        now = self.clock()
+        wait = timeout_s
+        for _m, _s, dev in self._ptys.values():
+            t = dev.next_event(now)
+            if t is not None:
+                wait = min(wait, max(0.0, t - now))
+        try:
+            ready, _, _ = select.select(list(self._by_fd), [], [], wait)
+        except InterruptedError:
+            ready = []
+        for fd in ready:
+            try:
+                data = os.read(fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:  # EIO: nobody has the slave open right now
+                continue
+            name, dev = self._by_fd[fd]
+            now = self.clock()
+            if name == "simio":
+                coils = [e.contactor.coil for e in self.evses]
+                dev.feed(data, now)
+                for i, e in enumerate(self.evses):
+                    if e.contactor.coil != coils[i]:
+                        self._events.append((now, {"what": "coil", "evse": i + 1,
+                                                   "on": int(e.contactor.coil)}))
+            else:
+                dev.feed(data, now)
+        now = self.clock()
+        for name, (master, _s, dev) in self._ptys.items():
+            out = dev.pending(now)
+            if not out:
+                continue
+            if name == "simio":
+                self._note_cp(out, now)
+            try:
+                n = os.write(master, out)
+            except BlockingIOError:
+                n = 0
+            self.dropped += len(out) - n
+
+    def _note_cp(self, out, now):
+        for line in out.split(b"\n"):
+            f = line.split(b" ")
+            if len(f) == 4 and f[0] == b"cp":
+                self._events.append((now, {"what": "cp", "evse": int(f[1]),
+                                           "high_mv": int(f[2]), "low_mv": int(f[3])}))
+
+    def drain_events(self):
+        out, self._events = self._events, []
+        return out
+
+    def flush(self):
+        """Discard what the firmware had not read yet (a reboot empties the UART FIFOs)."""
+        for _m, slave, _d in self._ptys.values():
+            termios.tcflush(slave, termios.TCIOFLUSH)
+
+    def close(self):
+        for master, slave, _d in self._ptys.values():
+            for fd in (master, slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._ptys = {}
+        self._by_fd = {}
+
+
+def default_bench(evses, reader, with_reader, clock):
     return DeviceBench(evses=evses, reader=reader, with_reader=with_reader, clock=clock)

@@ -1,0 +1,112 @@
+"""The host simulator's command line.
+
+    python -m host_sim run [--interpreter cpython|micropython] [--evses N]
+                           [--local-card UID ...] [--reader pn532|rdm6300] [--config FILE]
+                           [--reader-port PORT] [--flash DIR]
+    python -m host_sim scenario FILE [--interpreter cpython|micropython] [-v]
+    python -m host_sim demo [--interpreter cpython|micropython]
+
+`run` reads console commands (host_sim.console) from stdin, one per line, and writes one JSON
+object per line to stdout for every event; end of input means `quit`. `--reader-port` is bench
+mode: a real PN532/RDM6300 on a USB-serial adapter (any pyserial URL) replaces the virtual
+reader; only the CPython host board can open it.
+"""
+
+import argparse
+import json
+import queue
+import sys
+import threading
+
+from host_sim import runner
+
+
+def _run(args):
+    out = sys.stdout
+
+    def print_event(event):
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+
+    lines = queue.Queue()
+
+    def read_stdin():  # a thread, so a silent console never blocks the simulation
+        for line in sys.stdin:
+            lines.put(line)
+        lines.put(None)
+
+    try:
+        sim = runner.Simulation(
+            interpreter=args.interpreter, evses=args.evses, reader=args.reader,
+            local_cards=args.local_card or (), config_file=args.config,
+            reader_port=args.reader_port, flash=args.flash, on_event=print_event)
+    except (runner.RunnerError, ValueError) as e:
+        print("host_sim run: {}".format(e), file=sys.stderr)
+        return 2
+    threading.Thread(target=read_stdin, daemon=True).start()
+    try:
+        with sim:
+            while not sim.quit_requested:
+                try:
+                    line = lines.get_nowait()
+                except queue.Empty:
+                    sim.pump(0.02)
+                    continue
+                if line is None:
+                    break
+                sim.command_line(line)
+    except runner.RunnerError as e:
+        print("host_sim run: {}".format(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 1 if sim.fatal is not None else 0
+
+
+def _scenario(args):
+    from host_sim import scenario
+
+    return scenario.main(args.file, interpreter=args.interpreter, verbose=args.verbose)
+
+
+def _demo(args):
+    from host_sim import demo
+
+    return demo.main(interpreter=args.interpreter)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m host_sim", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    interp = dict(choices=runner.INTERPRETERS, default="cpython",
+                  help="run the firmware on CPython (host board) or the MicroPython unix port "
+                       "(.mpy files, -X heapsize=128k)")
+    r = sub.add_parser("run", help="start a charge point and read console commands")
+    r.add_argument("--interpreter", **interp)
+    r.add_argument("--evses", type=int, default=1)
+    r.add_argument("--local-card", action="append", metavar="UID",
+                   help="a UID for the local authorization list (repeatable)")
+    r.add_argument("--reader", choices=runner.READERS, default="pn532")
+    r.add_argument("--config", metavar="FILE", help="copy this config.json to the flash dir")
+    r.add_argument("--reader-port", metavar="PORT",
+                   help="bench mode: a real reader at this pyserial port/URL (cpython only)")
+    r.add_argument("--flash", metavar="DIR", help="flash directory (default: a temporary one)")
+    r.set_defaults(func=_run)
+    s = sub.add_parser("scenario", help="run a scenario file, exit non-zero on a failure")
+    s.add_argument("file")
+    s.add_argument("--interpreter", **interp)
+    s.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+    s.set_defaults(func=_scenario)
+    d = sub.add_parser("demo", help="a narrated scripted session")
+    d.add_argument("--interpreter", **interp)
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
