@@ -1,0 +1,232 @@
+"""Control pilot (IEC 61851-1 CP) and proximity (PP) drivers.
+
+MicroPython cannot sample in step with the 1 kHz PWM (ESP32 pin/timer IRQs are soft only), so a
+poll reads a burst of unsynchronised ADC samples spanning at least one PWM period, sorts them in
+place and averages the top N (the high plateau: the state) and the bottom N (the low plateau:
+the EV diode check) -- the peak detection that esp32-evse uses. Levels go through the board's
+divider into CP millivolts, are classified with hysteresis and must repeat in `debounce`
+consecutive polls before an event.
+
+Reaction time: a new level is reported after `debounce` measuring polls, i.e. at most
+debounce x max(interval_ms, the caller's loop period) + one burst (samples x ADC read time; a
+burst that straddles the change already shows the higher C->B level). With the defaults (3 polls,
+10 ms, 100 samples x 15..50 us per ESP32 read_uv -- an estimate, not measured here) C->B takes
+<= 35 ms plus loop jitter, well within the 100 ms IEC 61851-1 allows for opening the contactor.
+Back-to-back polls (interval 0) bring it down to samples x ADC time x debounce = 4.5..15 ms.
+Facts: shared/reference/hardware.md §4.1 (levels), §4.5 (diode check), §4.6 (sampling).
+"""
+
+from hal.compat import const, ticks_diff
+from hal.iec61851 import DUTY_F, DUTY_OFF, PWM_HZ, pp_cable_amps
+
+# ADC microvolts -> CP millivolts: cp_mv = (uv / 1000 - offset_mv) * gain. The default maps
+# -12 V .. +12 V onto 250 .. 2250 mV, inside the ESP32's 11 dB linear range (150 .. 2450 mV).
+CP_DIVIDER = (1250, 12)
+# PP: Rc to PE pulled up by `pullup_ohms` to `vref_mv`; Rc 75 .. 2200 ohm gives 230 .. 2270 mV.
+PP_DIVIDER = (3300, 1000)
+
+# Upper edges (mV) of the high-plateau bands, SAE J1772 ranges split half-way (§4.1):
+# F < -6 V <= E < 1.5 V <= D < 4.5 V <= C < 7.5 V <= B < 10.5 V <= A.
+_EDGES = (-6000, 1500, 4500, 7500, 10500)
+_STATES = "FEDCBA"
+# Diode present: the low plateau reaches -12 V; Tinkerforge flags "> -10 V" as a diode fault.
+DIODE_MAX_MV = const(-10000)
+HYSTERESIS_MV = const(300)
+SAMPLES = const(100)
+TOP_N = const(2)  # at 96 % duty a 1.5 ms burst may catch only 2 clean low samples
+DEBOUNCE = const(3)
+INTERVAL_MS = const(10)
+PP_OPEN_OHMS = const(1000000)  # "no resistor": far above every PP band
+
+
+def cp_mv_from_uv(uv, divider=CP_DIVIDER):
+    """ADC microvolts -> CP line millivolts through `divider` = (offset_mv, gain)."""
+    return int((uv / 1000 - divider[0]) * divider[1])
+
+
+def uv_from_cp_mv(cp_mv, divider=CP_DIVIDER):
+    """Inverse of `cp_mv_from_uv`: what the ADC reads for a CP level (used by simulators)."""
+    return int((cp_mv / divider[1] + divider[0]) * 1000)
+
+
+def pp_ohms_from_uv(uv, divider=PP_DIVIDER):
+    """ADC microvolts -> PP resistance (ohm); PP_OPEN_OHMS when no resistor pulls it down."""
+    vref_mv, pullup = divider
+    mv = uv / 1000
+    if mv >= vref_mv * 0.97:  # ADC clips near the rail: treat as open
+        return PP_OPEN_OHMS
+    if mv <= 0:
+        return 0
+    return int(pullup * mv / (vref_mv - mv))
+
+
+def uv_from_pp_ohms(ohms, divider=PP_DIVIDER):
+    """What the PP ADC reads for resistance `ohms` (None or >= PP_OPEN_OHMS: open)."""
+    vref_mv, pullup = divider
+    if ohms is None or ohms >= PP_OPEN_OHMS:
+        return vref_mv * 1000
+    return int(vref_mv * 1000 * ohms / (ohms + pullup))
+
+
+def classify(high_mv, previous=None, hysteresis_mv=HYSTERESIS_MV):
+    """State letter for the high-plateau level; stays `previous` within hysteresis of its band."""
+    if previous is not None:
+        i = _STATES.find(previous)
+        if i >= 0:
+            lo = _EDGES[i - 1] - hysteresis_mv if i > 0 else -100000000
+            hi = _EDGES[i] + hysteresis_mv if i < len(_EDGES) else 100000000
+            if lo <= high_mv < hi:
+                return previous
+    i = 0
+    for edge in _EDGES:
+        if high_mv < edge:
+            break
+        i += 1
+    return _STATES[i]
+
+
+def diode_ok(state, low_mv, pwm_on, previous=None, hysteresis_mv=HYSTERESIS_MV):
+    """Low plateau near -12 V with PWM on and an EV present (B/C/D); None when not checkable."""
+    if not pwm_on or state not in "BCD":
+        return None
+    limit = DIODE_MAX_MV
+    if previous is True:
+        limit += hysteresis_mv
+    elif previous is False:
+        limit -= hysteresis_mv
+    return low_mv <= limit
+
+
+class Pilot:
+    """CP driver: `set_duty(permille)` and `poll(now) -> None | ("pilot", (state, diode_ok))`.
+
+    diode_ok is True/False with PWM on in B/C/D, None otherwise (steady +-12 V cannot show the
+    diode, and A/E/F have none to check) -- None is falsy, so "close only if diode_ok" is safe.
+    """
+
+    __slots__ = (
+        "_pwm", "_adc", "_divider", "_buf", "_top", "_debounce", "_interval", "_hyst",
+        "_duty", "_last", "_cand", "_cand_diode", "_count", "_dcount", "_state", "_diode",
+        "high_mv", "low_mv",
+    )
+
+    def __init__(self, pwm, adc, divider=CP_DIVIDER, samples=SAMPLES, top=TOP_N,
+                 debounce=DEBOUNCE, interval_ms=INTERVAL_MS, hysteresis_mv=HYSTERESIS_MV,
+                 duty=DUTY_OFF):
+        if samples < 2 * top or top < 1:
+            raise ValueError("need samples >= 2 * top >= 2")
+        if debounce < 1:
+            raise ValueError("debounce must be >= 1")
+        self._pwm = pwm
+        self._adc = adc
+        self._divider = divider
+        self._buf = [0] * samples  # allocated once, sorted in place
+        self._top = top
+        self._debounce = debounce
+        self._interval = interval_ms
+        self._hyst = hysteresis_mv
+        self._last = None
+        self._cand = None
+        self._cand_diode = None
+        self._count = 0
+        self._dcount = 0
+        self._state = None
+        self._diode = None
+        self.high_mv = None  # last measured plateaus, for diagnostics
+        self.low_mv = None
+        self._duty = None
+        pwm.freq(PWM_HZ)
+        self.set_duty(duty)
+
+    @property
+    def duty(self):
+        return self._duty
+
+    @property
+    def state(self):
+        """Last reported (state, diode_ok), or None before the first report."""
+        return None if self._state is None else (self._state, self._diode)
+
+    def set_duty(self, permille):
+        """1000 = steady +12 V, 0 = steady -12 V (state F), else 1 kHz PWM at permille/1000."""
+        if (isinstance(permille, bool) or not isinstance(permille, int)
+                or permille < DUTY_F or permille > DUTY_OFF):
+            raise ValueError("duty must be an int 0..1000 per mille")
+        if permille == self._duty:
+            return
+        self._pwm.duty_u16((permille * 65535 + 500) // 1000)
+        self._duty = permille
+        self._count = 0  # readings taken under the old waveform do not count
+        self._dcount = 0
+
+    def measure(self):
+        """One burst: return (high_mv, low_mv) of the CP line."""
+        buf = self._buf
+        read = self._adc.read_uv
+        for i in range(len(buf)):
+            buf[i] = read()
+        buf.sort()
+        n = self._top
+        lo = hi = 0
+        last = len(buf) - 1
+        for i in range(n):
+            lo += buf[i]
+            hi += buf[last - i]
+        self.high_mv = cp_mv_from_uv(hi // n, self._divider)
+        self.low_mv = cp_mv_from_uv(lo // n, self._divider)
+        return self.high_mv, self.low_mv
+
+    def poll(self, now):
+        if self._last is not None and ticks_diff(now, self._last) < self._interval:
+            return None
+        self._last = now
+        high, low = self.measure()
+        state = classify(high, self._cand, self._hyst)
+        if state == self._cand:
+            self._count += 1
+        else:
+            self._cand = state
+            self._count = 1
+        # The diode is debounced on its own, so a flickering diode reading (a burst that caught
+        # too little of a 4 % low phase) can never hold back a state change such as C -> B.
+        pwm_on = DUTY_F < self._duty < DUTY_OFF
+        diode = diode_ok(state, low, pwm_on, self._cand_diode, self._hyst)
+        if diode == self._cand_diode:
+            self._dcount += 1
+        else:
+            self._cand_diode = diode
+            self._dcount = 1
+        new_state = state if self._count >= self._debounce else self._state
+        new_diode = diode if self._dcount >= self._debounce else self._diode
+        if new_state is None or new_state not in "BCD":
+            new_diode = None
+        if new_state == self._state and new_diode == self._diode:
+            return None
+        self._state = new_state
+        self._diode = new_diode
+        return ("pilot", (new_state, new_diode))
+
+
+class Proximity:
+    """PP driver: the cable's coding resistor -> its current rating (hardware.md §4.3)."""
+
+    __slots__ = ("_adc", "_divider", "_buf")
+
+    def __init__(self, adc, divider=PP_DIVIDER, samples=5):
+        if samples < 1:
+            raise ValueError("samples must be >= 1")
+        self._adc = adc
+        self._divider = divider
+        self._buf = [0] * samples
+
+    def ohms(self):
+        """Median of a few reads, so one spike cannot change the cable rating."""
+        buf = self._buf
+        for i in range(len(buf)):
+            buf[i] = self._adc.read_uv()
+        buf.sort()
+        return pp_ohms_from_uv(buf[len(buf) // 2], self._divider)
+
+    def cable_amps(self):
+        """13/20/32/63 A, 0 = no cable, PP_ERROR (-1) = short."""
+        return pp_cable_amps(self.ohms())
