@@ -14,7 +14,6 @@ firmware and closes the ptys, whatever happened before.
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,6 @@ import tempfile
 import termios
 import threading
 import time
-import tty
 from collections import deque
 
 from host_sim import build, console
@@ -433,15 +431,46 @@ EV_FAULTS = ("diode", "pilot_short", "ignore_pwm_off")
 CONTACTOR_FAULTS = ("weld", "stuck")
 
 
-class DeviceBench:
-    """The virtual devices of one charge point, each on its own pty, serviced by `run_once`.
+class _Watched:
+    """Wraps the simio device for the hub and notes the moments the benchmark measures: a `cp`
+    line leaving for the firmware (the EV changed the CP level) and a `coil` line arriving."""
 
-    (Written here because host_sim.devices had no hub yet when the runner was built; it only
-    uses the devices' byte interface: feed/pending/next_event.) Besides moving bytes it records
-    the device-side moments the benchmark needs: a `cp` line leaving for the firmware (the EV
-    model changed the CP level) and a `coil` line arriving from it."""
+    def __init__(self, simio, evses, events):
+        self._dev = simio
+        self._evses = evses
+        self._events = events
+
+    def feed(self, data, now):
+        coils = [e.contactor.coil for e in self._evses]
+        self._dev.feed(data, now)
+        for i, e in enumerate(self._evses):
+            if e.contactor.coil != coils[i]:
+                self._events.append((now, {"what": "coil", "evse": i + 1,
+                                           "on": int(e.contactor.coil)}))
+
+    def pending(self, now):
+        out = self._dev.pending(now)
+        if out:
+            for line in out.split(b"\n"):
+                f = line.split(b" ")
+                if len(f) == 4 and f[0] == b"cp":
+                    self._events.append((now, {"what": "cp", "evse": int(f[1]),
+                                               "high_mv": int(f[2]), "low_mv": int(f[3])}))
+        return out
+
+    def next_event(self, now):
+        return self._dev.next_event(now)
+
+    def status(self, now=0.0):
+        return self._dev.status(now)
+
+
+class DeviceBench:
+    """The virtual devices of one charge point on their ptys (host_sim.devices.hub.Hub), with
+    the console's actions mapped onto them."""
 
     def __init__(self, evses, reader, with_reader, clock, meter_baud=9600):
+        from host_sim.devices.hub import Hub
         from host_sim.devices.pn532 import Pn532
         from host_sim.devices.rdm6300 import Rdm6300
         from host_sim.devices.sdm import SdmBus, SdmMeter
@@ -452,27 +481,23 @@ class DeviceBench:
         self.evses = [SimEvse() for _ in range(evses)]
         self.meters = [SdmMeter(address=i + 1, source=self.evses[i].currents)
                        for i in range(evses)]
+        self.bus = SdmBus(self.meters, baud=meter_baud)
         self.simio = SimIo(self.evses)
-        devices = {"meter": SdmBus(self.meters, baud=meter_baud), "simio": self.simio}
         self.reader_kind = reader
         self.reader = None
         if with_reader:
             self.reader = Pn532() if reader == "pn532" else Rdm6300()
-            devices["reader"] = self.reader
-        self._ptys = {}  # name -> (master fd, slave fd, device)
+        self.hub = Hub(clock=clock)
         self.ports = {"reader": None}
-        self.dropped = 0  # bytes the firmware side could not take (pty full)
         try:
-            for name, dev in devices.items():
-                master, slave = os.openpty()
-                tty.setraw(slave)
-                os.set_blocking(master, False)
-                self._ptys[name] = (master, slave, dev)
-                self.ports[name] = os.ttyname(slave)
+            self.ports["meter"] = self.hub.attach("meter", self.bus).path
+            self.ports["simio"] = self.hub.attach(
+                "simio", _Watched(self.simio, self.evses, self._events)).path
+            if self.reader is not None:
+                self.ports["reader"] = self.hub.attach("reader", self.reader).path
         except OSError as e:
-            self.close()
+            self.hub.close()
             raise RunnerError("cannot open the device ptys: {}".format(e)) from None
-        self._by_fd = {m: (name, dev) for name, (m, _s, dev) in self._ptys.items()}
 
     # -- console actions --------------------------------------------------------------------
     def tap(self, uid):
@@ -514,78 +539,29 @@ class DeviceBench:
             m.set_fault("ok" if ok else "fail", self.clock())
 
     def status(self):
-        now = self.clock()
-        return {name: dev.status(now) if name == "simio" else dev.status()
-                for name, (_m, _s, dev) in self._ptys.items()}
+        out = {"simio": self.simio.status(self.clock()), "meter": self.bus.status()}
+        if self.reader is not None:
+            out["reader"] = self.reader.status()
+        return out
 
     # -- I/O --------------------------------------------------------------------------------
     def run_once(self, timeout_s):
-        now = self.clock()
-        wait = timeout_s
-        for _m, _s, dev in self._ptys.values():
-            t = dev.next_event(now)
-            if t is not None:
-                wait = min(wait, max(0.0, t - now))
-        try:
-            ready, _, _ = select.select(list(self._by_fd), [], [], wait)
-        except InterruptedError:
-            ready = []
-        for fd in ready:
-            try:
-                data = os.read(fd, 4096)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:  # EIO: nobody has the slave open right now
-                continue
-            name, dev = self._by_fd[fd]
-            now = self.clock()
-            if name == "simio":
-                coils = [e.contactor.coil for e in self.evses]
-                dev.feed(data, now)
-                for i, e in enumerate(self.evses):
-                    if e.contactor.coil != coils[i]:
-                        self._events.append((now, {"what": "coil", "evse": i + 1,
-                                                   "on": int(e.contactor.coil)}))
-            else:
-                dev.feed(data, now)
-        now = self.clock()
-        for name, (master, _s, dev) in self._ptys.items():
-            out = dev.pending(now)
-            if not out:
-                continue
-            if name == "simio":
-                self._note_cp(out, now)
-            try:
-                n = os.write(master, out)
-            except BlockingIOError:
-                n = 0
-            self.dropped += len(out) - n
-
-    def _note_cp(self, out, now):
-        for line in out.split(b"\n"):
-            f = line.split(b" ")
-            if len(f) == 4 and f[0] == b"cp":
-                self._events.append((now, {"what": "cp", "evse": int(f[1]),
-                                           "high_mv": int(f[2]), "low_mv": int(f[3])}))
+        self.hub.run_once(timeout_s)
 
     def drain_events(self):
-        out, self._events = self._events, []
+        out = self._events[:]
+        del self._events[:]
         return out
 
     def flush(self):
         """Discard what the firmware had not read yet (a reboot empties the UART FIFOs)."""
-        for _m, slave, _d in self._ptys.values():
-            termios.tcflush(slave, termios.TCIOFLUSH)
+        for name in self.ports:
+            if self.ports[name] is not None:
+                port = self.hub.port(name)
+                termios.tcflush(port.fileno(), termios.TCIOFLUSH)
 
     def close(self):
-        for master, slave, _d in self._ptys.values():
-            for fd in (master, slave):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._ptys = {}
-        self._by_fd = {}
+        self.hub.close()
 
 
 def default_bench(evses, reader, with_reader, clock):
