@@ -1,0 +1,126 @@
+"""Bench meter reader: the firmware's own Modbus master and meter table on a host serial port.
+
+    python -m tools.meter --port /dev/ttyUSB0 --model sdm120 [--address 1] [--baud 2400]
+                          [--count N] [--interval S] [--timeout-ms MS]
+
+Prints one JSON line per reading with the fields the model offers (`energy_kwh` first). A Modbus
+exception, a time-out or a bad frame prints one line on stderr and exits non-zero, so a script
+can tell the cases apart. `--port` takes anything pyserial's `serial_for_url` opens
+(`/dev/ttyUSB0`, `rfc2217://host:port`, `loop://`).
+"""
+
+import argparse
+import json
+import sys
+
+import serial
+
+from hal.compat import sleep_ms, ticks_ms
+from hal.meters import MODELS, Meter, MeterValueError
+from hal.modbus import ModbusError, ModbusException, ModbusMaster, ModbusTimeout
+
+EXIT_EXCEPTION = 3
+EXIT_TIMEOUT = 4
+EXIT_BAD_FRAME = 5
+EXIT_PORT = 6
+
+FIRST_KEYS = ("energy_kwh", "power_w", "voltage_v", "current_a")
+
+
+class SerialUart:
+    """pyserial port as the read/write/any object the HAL drivers expect."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def read(self, n):
+        return self.port.read(n)
+
+    def write(self, data):
+        return self.port.write(data)
+
+    def any(self):
+        return self.port.in_waiting
+
+
+def reading_line(reading):
+    """The JSON line for one reading: energy_kwh, power, voltage, current, then per-phase."""
+    out = {}
+    for key in FIRST_KEYS:
+        if key in reading:
+            out[key] = reading[key]
+    for key in sorted(reading):
+        if key not in out and key != "energy_wh":
+            out[key] = reading[key]
+    return json.dumps(out)
+
+
+def exit_code(exc):
+    if isinstance(exc, ModbusException):
+        return EXIT_EXCEPTION
+    if isinstance(exc, ModbusTimeout):
+        return EXIT_TIMEOUT
+    return EXIT_BAD_FRAME
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m tools.meter", description=__doc__.split("\n")[0])
+    p.add_argument("--port", required=True, help="serial port or pyserial URL")
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--address", type=int, default=1, help="Modbus slave address (1..247)")
+    p.add_argument("--baud", type=int, default=None, help="default: the model's factory setting")
+    p.add_argument("--count", type=int, default=1, help="readings to print (0 = until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
+    p.add_argument("--timeout-ms", type=int, default=500, help="response time-out per request")
+    args = p.parse_args(argv)
+    if not 1 <= args.address <= 247:
+        p.error("--address must be 1..247")
+    if args.count < 0 or args.interval < 0 or args.timeout_ms <= 0:
+        p.error("--count and --interval must be >= 0, --timeout-ms > 0")
+    if args.baud is None:
+        args.baud = MODELS[args.model]["baud"]
+    return args
+
+
+def run(args, out=sys.stdout, err=sys.stderr):
+    try:
+        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0)
+    except (serial.SerialException, ValueError, OSError) as e:
+        print("error: cannot open %s: %s" % (args.port, e), file=err)
+        return EXIT_PORT
+    try:
+        master = ModbusMaster(SerialUart(port), args.baud, timeout_ms=args.timeout_ms)
+        meter = Meter(master, args.model, args.address,
+                      interval_ms=int(args.interval * 1000), max_errors=1)
+        printed = 0
+        while args.count == 0 or printed < args.count:
+            event = meter.poll(ticks_ms())
+            if event is None:
+                sleep_ms(1)
+                continue
+            kind, data = event
+            if kind == "reading":
+                print(reading_line(data), file=out, flush=True)
+                printed += 1
+                continue
+            if isinstance(data, (ModbusError, MeterValueError)):
+                print("error: %s %s at address %d: %s: %s" % (
+                    MODELS[args.model]["name"], args.port, args.address,
+                    type(data).__name__, data), file=err)
+                return exit_code(data)
+            raise data
+        return 0
+    finally:
+        port.close()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
