@@ -1,0 +1,289 @@
+"""One EVSE's power side: pilot, proximity, contactor mirror, PWM and the stop sequence.
+
+Pure: every input method takes `now` (ticks_ms) and a list `out` to append actions to, and
+returns a bit set of happenings (H_*) that the controller turns into session records. The
+contactor and PWM are *level-triggered*: after every input `_settle` recomputes what they must
+be from the facts, so no sequence of inputs can leave the contactor closed when it may not be:
+
+    close  iff  authorized AND pilot C/D AND diode seen OK since PWM went on AND no fault
+                AND not out of service AND PWM on AND mirror confirmed open
+    hold   iff  (authorized OR stopping) AND pilot C/D AND no fault AND not out of service
+
+Phase transitions (everything else leaves the phase alone):
+
+    phase       input                          -> phase       reason
+    IDLE        authorize                      -> AUTHORIZED
+    AUTHORIZED  stop, contactor open           -> IDLE        given
+    AUTHORIZED  stop, contactor closed         -> STOPPING    given (PWM off, grace timer)
+    AUTHORIZED  pilot B/C/D -> A (unplug)      -> IDLE        EVDisconnected
+    AUTHORIZED  connection timer, never plugged-> IDLE        ConnectionTimeout
+    STOPPING    pilot leaves C/D               -> IDLE        (kept)
+    STOPPING    grace timer (forced open)      -> IDLE        (kept)
+    any         fault / welded                 -> IDLE        Fault (if not stopping already)
+"""
+
+from firmware import events as E
+from hal.compat import ticks_add, ticks_diff
+from hal.iec61851 import DUTY_F, DUTY_OFF, PWM_CHANGE_MIN_MS, duty_permille
+
+P_IDLE = 0
+P_AUTHORIZED = 1
+P_STOPPING = 2
+
+# fault bits (transient: cleared when the EV unplugs, F_PP when PP reads valid again)
+F_PILOT = 1  # pilot E or F
+F_DIODE = 2  # no -12 V half with PWM on
+F_STUCK = 4  # contactor commanded closed but stays open
+F_PP = 8  # PP coding error on a socket
+
+# happenings returned to the controller
+H_CLOSED = 1
+H_OPENED = 2
+H_STOPPED = 4  # authorization over: the phase went back to IDLE
+H_PLUGGED = 8
+H_UNPLUGGED = 16
+H_FAULT = 32  # a new fault (or out of service) in this step
+
+DIODE_SETTLE_MS = 500  # a diode "not seen" report counts only after PWM ran this long
+R_CONNECTION_TIMEOUT = "ConnectionTimeout"
+
+STATE_IDLE = "idle"
+STATE_PLUGGED = "plugged"
+STATE_AUTHORIZED = "authorized"  # waiting for the EV to be plugged
+STATE_READY = "ready"  # authorized, EV plugged, contactor open
+STATE_CHARGING = "charging"
+STATE_STOPPING = "stopping"
+STATE_FAULT = "fault"
+STATE_OUT_OF_SERVICE = "out_of_service"
+
+_PLUGGED = "BCD"
+_DRAWING = "CD"
+
+
+class Evse:
+    __slots__ = ("n", "max_a", "socket", "grace_ms", "conn_ms", "pilot", "diode", "pp",
+                 "phase", "faults", "oos", "closed", "mirror", "duty", "duty_at", "pwm_due",
+                 "conn_due", "grace_due", "stop_reason", "state", "fault_text")
+
+    def __init__(self, n, max_a, socket, grace_ms, conn_ms):
+        self.n = n
+        self.max_a = max_a
+        self.socket = socket
+        self.grace_ms = grace_ms
+        self.conn_ms = conn_ms
+        self.pilot = "A"
+        self.diode = False  # diode seen OK since PWM last went on
+        self.pp = 0
+        self.phase = P_IDLE
+        self.faults = 0
+        self.oos = False
+        self.closed = False  # last command
+        self.mirror = None  # confirmed mirror state ("open"/"closed"), None = unknown
+        self.duty = None
+        self.duty_at = None
+        self.pwm_due = None
+        self.conn_due = None
+        self.grace_due = None
+        self.stop_reason = None
+        self.state = None
+        self.fault_text = None
+
+    # -- inputs -------------------------------------------------------------------------
+    def boot(self, now, out):
+        """Command a known safe output (open, PWM off) and report the state."""
+        self._contactor(False, out)
+        h = self._settle(now, out, 0)
+        self.duty_at = None  # the boot command does not count against PWM_CHANGE_MIN_MS
+        return h
+
+    def on_pilot(self, st, diode_ok, now, out):
+        prev = self.pilot
+        self.pilot = st
+        h = 0
+        pwm_on = self._pwm_on()
+        if st in "EF":
+            h |= self._fault(F_PILOT, "pilot state " + st, out)
+        elif st in _PLUGGED and pwm_on:
+            if diode_ok:
+                self.diode = True
+            elif ticks_diff(now, self.duty_at) >= DIODE_SETTLE_MS:
+                h |= self._fault(F_DIODE, "diode check failed", out)
+        if st in _PLUGGED and prev not in _PLUGGED:
+            h |= H_PLUGGED
+            self.conn_due = None
+        elif st == "A" and prev != "A":
+            if prev in _PLUGGED:
+                h |= H_UNPLUGGED
+            self.faults &= F_PP
+            if self.phase == P_AUTHORIZED and prev in _PLUGGED:
+                h |= self._to_idle(E.R_EV_DISCONNECTED)
+        if self.phase == P_STOPPING and st not in _DRAWING:
+            h |= self._to_idle(None)
+        return self._settle(now, out, h)
+
+    def on_pp(self, amps, now, out):
+        h = 0
+        if amps < 0:
+            if self.socket:
+                h = self._fault(F_PP, "PP coding error", out)
+        else:
+            self.pp = amps
+            self.faults &= ~F_PP
+        return self._settle(now, out, h)
+
+    def on_contactor(self, s, now, out):
+        h = 0
+        if s == E.CONTACTOR_WELDED or (s == E.CONTACTOR_CLOSED and not self.closed):
+            h = self._out_of_service("contactor welded", out)
+        elif s == E.CONTACTOR_STUCK_OPEN or (s == E.CONTACTOR_OPEN and self.closed):
+            self.mirror = None
+            h = self._fault(F_STUCK, "contactor stuck open", out)
+        else:
+            self.mirror = s
+        return self._settle(now, out, h)
+
+    def authorize(self, now, out):
+        if self.phase != P_IDLE or not self.available():
+            return 0
+        self.phase = P_AUTHORIZED
+        self.stop_reason = None
+        self.conn_due = None if self.pilot in _PLUGGED else ticks_add(now, self.conn_ms)
+        return self._settle(now, out, 0)
+
+    def stop(self, reason, now, out):
+        """Begin the stop sequence: PWM off now, open when the EV leaves C/D or after grace."""
+        if self.phase != P_AUTHORIZED:
+            return 0
+        self.stop_reason = reason
+        if self.closed:
+            self.phase = P_STOPPING
+            self.grace_due = ticks_add(now, self.grace_ms)
+            return self._settle(now, out, 0)
+        return self._settle(now, out, self._to_idle(reason))
+
+    def clear(self, now, out):
+        """Operator clears out-of-service; re-command open so the driver re-checks the mirror."""
+        self.oos = False
+        self.faults = 0
+        self.fault_text = None
+        self._contactor(False, out)
+        return self._settle(now, out, 0)
+
+    def expire(self, now, out):
+        h = 0
+        if self.conn_due is not None and ticks_diff(now, self.conn_due) >= 0:
+            self.conn_due = None
+            if self.phase == P_AUTHORIZED and self.pilot not in _PLUGGED:
+                h |= self._to_idle(R_CONNECTION_TIMEOUT)
+        if self.grace_due is not None and ticks_diff(now, self.grace_due) >= 0:
+            self.grace_due = None
+            if self.phase == P_STOPPING:
+                h |= self._to_idle(None)
+        if h or (self.pwm_due is not None and ticks_diff(now, self.pwm_due) >= 0):
+            return self._settle(now, out, h)
+        return 0
+
+    def next_deadline(self):
+        d = None
+        for t in (self.conn_due, self.grace_due, self.pwm_due):
+            if t is not None and (d is None or ticks_diff(t, d) < 0):
+                d = t
+        return d
+
+    # -- queries ------------------------------------------------------------------------
+    def available(self):
+        return not self.oos and not self.faults
+
+    def plugged(self):
+        return self.pilot in _PLUGGED
+
+    def limit_a(self):
+        if self.socket:
+            return min(self.max_a, self.pp)
+        return self.max_a
+
+    # -- internals ----------------------------------------------------------------------
+    def _pwm_on(self):
+        return self.duty is not None and self.duty != DUTY_OFF and self.duty != DUTY_F
+
+    def _to_idle(self, reason):
+        if self.phase == P_IDLE:
+            return 0
+        if self.phase == P_AUTHORIZED and reason is not None:
+            self.stop_reason = reason
+        self.phase = P_IDLE
+        self.conn_due = None
+        self.grace_due = None
+        return H_STOPPED
+
+    def _fault(self, bit, text, out):
+        new = not (self.faults & bit)
+        self.faults |= bit
+        if not new:
+            return 0
+        self.fault_text = text
+        out.append((E.A_ERROR, self.n, (E.ERR_STUCK_OPEN if bit == F_STUCK else E.ERR_PILOT,
+                                        text)))
+        return H_FAULT | self._to_idle(E.R_FAULT)
+
+    def _out_of_service(self, text, out):
+        if self.oos:
+            return 0
+        self.oos = True
+        self.mirror = None
+        self.fault_text = text
+        out.append((E.A_ERROR, self.n, (E.ERR_WELDED, text)))
+        return H_FAULT | self._to_idle(E.R_FAULT)
+
+    def _contactor(self, close, out):
+        self.closed = close
+        self.mirror = None  # unknown until the driver confirms
+        out.append((E.A_CONTACTOR, self.n, close))
+
+    def _want_duty(self):
+        if self.oos:
+            return DUTY_F
+        if self.phase == P_AUTHORIZED and self.pilot in _PLUGGED and not self.faults:
+            return duty_permille(self.limit_a())
+        return DUTY_OFF
+
+    def _settle(self, now, out, h):
+        ok = not self.faults and not self.oos and self.pilot in _DRAWING
+        if self.closed and not (ok and self.phase != P_IDLE):
+            self._contactor(False, out)
+            h |= H_OPENED
+        want = self._want_duty()
+        self.pwm_due = None
+        if want != self.duty:
+            if (want == DUTY_OFF or want == DUTY_F or self.duty_at is None
+                    or ticks_diff(now, self.duty_at) >= PWM_CHANGE_MIN_MS):
+                was_on = self._pwm_on()
+                self.duty = want
+                self.duty_at = now
+                if not was_on:
+                    self.diode = False  # must be seen again with PWM running
+                out.append((E.A_PWM, self.n, want))
+            else:
+                self.pwm_due = ticks_add(self.duty_at, PWM_CHANGE_MIN_MS)
+        if (not self.closed and ok and self.phase == P_AUTHORIZED and self.diode
+                and self._pwm_on() and self.mirror == E.CONTACTOR_OPEN):
+            self._contactor(True, out)
+            h |= H_CLOSED
+        name = self._state_name()
+        if name != self.state:
+            self.state = name
+            out.append((E.A_STATE, self.n, name))
+        return h
+
+    def _state_name(self):
+        if self.oos:
+            return STATE_OUT_OF_SERVICE
+        if self.faults:
+            return STATE_FAULT
+        if self.phase == P_STOPPING:
+            return STATE_STOPPING
+        if self.phase == P_AUTHORIZED:
+            if self.closed:
+                return STATE_CHARGING
+            return STATE_READY if self.pilot in _PLUGGED else STATE_AUTHORIZED
+        return STATE_PLUGGED if self.pilot in _PLUGGED else STATE_IDLE
