@@ -61,13 +61,13 @@ def firmware_command(interpreter, ports, flash, build_dir):
 
 
 def make_config(evses, reader, overrides):
-    """The firmware's config.json for a simulated charge point (short time-outs for tests)."""
+    """The firmware's config.json for a simulated charge point; firmware.config fills in the
+    defaults. `overrides` (from `set config.KEY VALUE`) replace top-level keys."""
     cfg = {
         "cp_id": "SIM01",
-        "evse_ids": ["DE*SIM*E{:04d}".format(i + 1) for i in range(evses)],
         "reader": reader,
-        "max_current_a": 32,
-        "connection_timeout_s": 60,
+        "evses": [{"evse_id": "DE*SIM*E0001*{}".format(i + 1), "max_current_a": 32,
+                   "cable": "socket", "meter_address": i + 1} for i in range(evses)],
     }
     cfg.update(overrides or {})
     return cfg
@@ -265,8 +265,9 @@ class Simulation:
             if any(e.get("ev") == "ready" for e in self.events[start:]):
                 return
             if self.fatal is not None:
+                said = [e for e in self.events[start:] if e.get("ev") == "error"]
                 raise RunnerError("the firmware died while booting: {}".format(
-                    json.dumps(self.fatal)))
+                    "\n".join(json.dumps(e) for e in said)))
         raise RunnerError("the firmware did not print `ready` within {} s; stderr:\n{}".format(
             self.boot_timeout_s, self.fw.stderr_tail()))
 

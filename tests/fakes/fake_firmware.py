@@ -23,7 +23,7 @@ def main(argv):
         f.write(str(boots))
     with open(os.path.join(flash, "config.json")) as f:
         cfg = json.load(f)
-    out({"ev": "ready", "boot_ms": 1, "boots": boots, "evses": len(cfg["evse_ids"])})
+    out({"ev": "ready", "boot_ms": 1, "boots": boots, "evses": len(cfg["evses"])})
     for line in sys.stdin:
         words = line.split()
         if not words:
