@@ -1,0 +1,148 @@
+"""Bench card reader: the firmware's own PN532/RDM6300 drivers on a host serial port.
+
+    python -m tools.cardreader --port PORT [--reader pn532|rdm6300] [--baud N]
+                               [--enroll FILE] [--count N] [--timeout S]
+
+PORT is any pyserial URL: a device path, a pty, `socket://host:port`, `loop://`. One JSON line
+per tap on stdout, e.g. {"uid": "04A1B2C3D4E5F6", "reader": "pn532", "bytes": 7}; RDM6300 lines
+also carry "oicp", the 14-char OICP form of the 5-byte EM4100 id (see hal/rdm6300.py).
+`--enroll FILE` adds each tapped card (its OICP UID) to a local authorization list in the
+firmware's `LocalList.to_json()` format, bumping the version, written atomically (tmp + rename).
+Reader failures go to stderr and the drivers keep retrying. Ctrl-C ends cleanly with status 0;
+`--count N` ends after N taps (0), `--timeout S` ends after S seconds (1 if --count was not met).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from firmware.authlists import LocalList
+from hal.compat import sleep_ms, ticks_diff, ticks_ms
+from hal.pn532 import PN532
+from hal.rdm6300 import RDM6300, oicp_uid
+
+DEFAULT_BAUD = {"pn532": 115200, "rdm6300": 9600}
+
+
+class SerialUart:
+    """pyserial object -> the read/write/any interface the drivers expect (`any` = in_waiting)."""
+
+    def __init__(self, ser):
+        self.ser = ser
+
+    def any(self):
+        return self.ser.in_waiting
+
+    def read(self, n):
+        return self.ser.read(n)
+
+    def write(self, b):
+        return self.ser.write(b)
+
+
+def open_uart(url, baud):
+    import serial  # the tool is CPython-only; drivers never import serial
+
+    return SerialUart(serial.serial_for_url(url, baudrate=baud, timeout=0))
+
+
+def make_driver(kind, uart):
+    if kind == "pn532":
+        return PN532(uart)
+    return RDM6300(uart)
+
+
+def enroll(path, uid):
+    """Add `uid` to the local list at `path` (created if missing); True if it was new."""
+    try:
+        with open(path) as f:
+            lst = LocalList.from_json(json.load(f))
+    except FileNotFoundError:
+        lst = LocalList()
+    if lst.contains(uid):
+        return False
+    lst.apply_delta(lst.version, lst.version + 1, add=[uid])
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(lst.to_json(), f)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return True
+
+
+def tap_line(kind, uid, nbytes):
+    rec = {"uid": uid, "reader": kind, "bytes": nbytes}
+    if kind == "rdm6300":
+        rec["oicp"] = oicp_uid(uid)
+    return json.dumps(rec)
+
+
+def run(args, out=sys.stdout, err=sys.stderr):
+    """The poll loop; returns the exit status."""
+    baud = args.baud or DEFAULT_BAUD[args.reader]
+    driver = make_driver(args.reader, open_uart(args.port, baud))
+    start = ticks_ms()
+    limit_ms = None if args.timeout is None else int(args.timeout * 1000)
+    taps = 0
+    while True:
+        now = ticks_ms()
+        if limit_ms is not None and ticks_diff(now, start) >= limit_ms:
+            if args.count:
+                print("cardreader: timeout after {} of {} taps".format(taps, args.count),
+                      file=err)
+                return 1
+            return 0
+        ev = driver.poll(now)
+        if ev is None:
+            sleep_ms(2)
+            continue
+        kind, data = ev
+        if kind == "tap":
+            uid, nbytes = data
+            print(tap_line(args.reader, uid, nbytes), file=out, flush=True)
+            if args.enroll:
+                key = oicp_uid(uid)
+                added = enroll(args.enroll, key)
+                print("cardreader: {} {} in {}".format(
+                    "enrolled" if added else "already listed", key, args.enroll), file=err)
+            taps += 1
+            if args.count and taps >= args.count:
+                return 0
+        elif kind == "failed":
+            print("cardreader: {} reader on {} failed: {}; retrying".format(
+                args.reader, args.port, data), file=err, flush=True)
+        elif kind == "ok":
+            print("cardreader: {} reader is back".format(args.reader), file=err, flush=True)
+        elif kind == "unusable":
+            print("cardreader: random UID {} (phone or emulated card) ignored".format(data),
+                  file=err, flush=True)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m tools.cardreader", description=__doc__.split(
+        "\n\n")[0])
+    p.add_argument("--port", required=True, help="pyserial URL or device path")
+    p.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
+    p.add_argument("--baud", type=int, help="default 115200 (pn532) / 9600 (rdm6300)")
+    p.add_argument("--enroll", metavar="FILE", help="add tapped cards to this local list")
+    p.add_argument("--count", type=int, default=0, help="exit after N taps")
+    p.add_argument("--timeout", type=float, help="exit after S seconds")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:  # serial.SerialException is an OSError: port gone or never there
+        print("cardreader: {}: {}".format(args.port, e), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
