@@ -32,6 +32,7 @@ QUIT_TIMEOUT_S = 3.0
 STDERR_TAIL = 2000
 INTERPRETERS = ("cpython", "micropython")
 READERS = ("pn532", "rdm6300")
+METER_BAUD = 9600  # one SDM120 per EVSE on one bus, slave address = EVSE number
 
 
 class RunnerError(Exception):
@@ -67,7 +68,9 @@ def make_config(evses, reader, overrides):
         "cp_id": "SIM01",
         "reader": reader,
         "evses": [{"evse_id": "DE*SIM*E0001*{}".format(i + 1), "max_current_a": 32,
-                   "cable": "socket", "meter_address": i + 1} for i in range(evses)],
+                   "cable": "socket"} for i in range(evses)],
+        "meter": {"type": "modbus", "model": "sdm120", "baud": METER_BAUD,
+                  "addresses": [i + 1 for i in range(evses)]},
     }
     cfg.update(overrides or {})
     return cfg
@@ -470,7 +473,7 @@ class DeviceBench:
     """The virtual devices of one charge point on their ptys (host_sim.devices.hub.Hub), with
     the console's actions mapped onto them."""
 
-    def __init__(self, evses, reader, with_reader, clock, meter_baud=9600):
+    def __init__(self, evses, reader, with_reader, clock, meter_baud=METER_BAUD):
         from host_sim.devices.hub import Hub
         from host_sim.devices.pn532 import Pn532
         from host_sim.devices.rdm6300 import Rdm6300
