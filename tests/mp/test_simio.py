@@ -1,0 +1,161 @@
+"""simio client: line parsing/formatting, partial lines, garbage, and the real drivers on top."""
+
+from hal.boards.simio import (
+    MAX_LINE,
+    SimIO,
+    format_coil,
+    format_pwm,
+    parse_line,
+    permille_from_u16,
+)
+from hal.contactor import Contactor
+from hal.pilot import Pilot, Proximity
+
+
+class FakeStream:
+    """What the board hands SimIO: read/write/any over scripted chunks."""
+
+    def __init__(self, chunks=(), none_when_empty=True):
+        self.chunks = list(chunks)
+        self.written = b""
+        self.none_when_empty = none_when_empty
+
+    def feed(self, data):
+        self.chunks.append(data)
+
+    def any(self):
+        return len(self.chunks[0]) if self.chunks else 0
+
+    def read(self, n):
+        if not self.chunks:
+            return None if self.none_when_empty else b""
+        data = self.chunks.pop(0)
+        if n < len(data):
+            self.chunks.insert(0, data[n:])
+            data = data[:n]
+        return data
+
+    def write(self, b):
+        self.written += bytes(b)
+        return len(b)
+
+
+def test_parse_every_line_kind():
+    table = (
+        (b"cp 1 6000 -12000", ("cp", 1, 6000, -12000)),
+        (b"cp 2 12000 12000", ("cp", 2, 12000, 12000)),
+        (b"cp 1 -12000 -12000", ("cp", 1, -12000, -12000)),
+        (b"cp 1 0 0", ("cp", 1, 0, 0)),
+        (b"pp 1 220", ("pp", 1, 220, None)),
+        (b"pp 2 0", ("pp", 2, 0, None)),
+        (b"mirror 1 1", ("mirror", 1, 1, None)),
+        (b"mirror 2 0", ("mirror", 2, 0, None)),
+    )
+    for line, want in table:
+        assert parse_line(line, 2) == want, (line, parse_line(line, 2))
+
+
+def test_parse_rejects_garbage():
+    bad = (
+        b"", b"cp", b"cp 1 6000", b"cp 1 6000 -12000 5", b"cp 1  6000 -12000", b"cp 1 6k -12000",
+        b"cp 3 6000 -12000", b"cp 0 6000 -12000", b"cp -1 6000 -12000", b"cp 1 +6000 -12000",
+        b"cp 1 1_000 0", b"cp 1 - 0", b"cp 1 99999 0", b"pp 1 -5", b"pp 1", b"pp 1 2 3",
+        b"mirror 1 2", b"mirror 1", b"MIRROR 1 1", b"pwm 1 500", b"coil 1 1", b"hello",
+        b"\xff\xfe", b" cp 1 0 0", b"cp 1 0 0 ",
+    )
+    for line in bad:
+        try:
+            parse_line(line, 2)
+        except ValueError:
+            continue
+        raise AssertionError(line)
+
+
+def test_format_outgoing_lines():
+    assert format_pwm(1, 267) == b"pwm 1 267\n"
+    assert format_pwm(2, 1000) == b"pwm 2 1000\n"
+    assert format_coil(1, True) == b"coil 1 1\n"
+    assert format_coil(3, 0) == b"coil 3 0\n"
+
+
+def test_u16_round_trip_is_exact_for_every_permille():
+    for p in range(1001):
+        assert permille_from_u16((p * 65535 + 500) // 1000) == p, p
+
+
+def test_hello_then_partial_lines_across_reads():
+    s = FakeStream()
+    sio = SimIO(s, evses=2)
+    assert s.written == b"hello\n"
+    for chunk in (b"cp 1 60", b"00 -12", b"000\nmir", b"ror 2 0\npp 1 2", b"20\n"):
+        s.feed(chunk)
+        sio.pump()
+    assert sio.cp[0] == (6000, -12000) and sio.mirror[1] == 0 and sio.pp[0] == 220
+    assert sio.lines == 3 and sio.garbage == 0
+    s.feed(b"cp 2 9000 -12000\r\n")  # CRLF tolerated
+    assert sio.pump() == 1 and sio.cp[1] == (9000, -12000)
+
+
+def test_garbage_counted_and_ignored_never_raised():
+    s = FakeStream(none_when_empty=False)
+    sio = SimIO(s, evses=1, hello=False)
+    assert s.written == b""
+    s.feed(b"bogus\ncp 1 x y\n" + b"z" * (MAX_LINE + 10) + b"\nmirror 1 0\n\n")
+    s.feed(b"cp 9 0 0\n\xff\x00\x01\ncp 1 3000 -12000\n")
+    while s.chunks:
+        sio.pump()
+    assert sio.garbage == 5, (sio.garbage, sio.last_garbage)
+    assert sio.lines == 2 and sio.mirror[0] == 0 and sio.cp[0] == (3000, -12000)
+    assert sio.pump() == 0  # nothing waiting: b"" from a pyserial-like stream
+
+
+def test_outputs_sent_once_per_change():
+    s = FakeStream()
+    sio = SimIO(s, evses=2, hello=False)
+    coil, pwm = sio.coil_pin(2), sio.pwm(1)
+    coil.value(0)
+    coil.value(0)
+    coil.value(1)
+    assert coil.value() == 1
+    pwm.duty_u16(65535)
+    pwm.duty_u16((267 * 65535 + 500) // 1000)
+    pwm.duty_u16((267 * 65535 + 500) // 1000)
+    assert s.written == b"coil 2 0\ncoil 2 1\npwm 1 1000\npwm 1 267\n", s.written
+    for bad in (0, 3):
+        try:
+            sio.coil_pin(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_real_drivers_run_on_simio():
+    s = FakeStream()
+    sio = SimIO(s, evses=1)
+    pilot = Pilot(sio.pwm(1), sio.cp_adc(1), interval_ms=0, debounce=2)
+    contactor = Contactor(sio.coil_pin(1), sio.mirror_pin(1), settle_ms=50, debounce_ms=10)
+    pp = Proximity(sio.pp_adc(1))
+    assert s.written == b"hello\npwm 1 1000\ncoil 1 0\n", s.written
+    s.feed(b"cp 1 9000 9000\npp 1 220\nmirror 1 1\n")
+    events = []
+    for t in range(0, 100, 5):
+        for ev in (pilot.poll(t), contactor.poll(t)):
+            if ev is not None:
+                events.append(ev)
+    assert events == [("pilot", ("B", None)), ("open", None)], events
+    assert pp.cable_amps() == 32
+    pilot.set_duty(267)  # 16 A
+    s.feed(b"cp 1 6000 -12000\n")  # the sim answers with the EV in C, diode healthy
+    states = [pilot.poll(t) for t in range(100, 110)]
+    assert ("pilot", ("C", True)) in states, states
+    contactor.set(True, 110)
+    s.feed(b"mirror 1 0\n")
+    got = [contactor.poll(t) for t in range(110, 200, 5)]
+    assert ("closed", None) in got, got
+    assert s.written.endswith(b"pwm 1 267\ncoil 1 1\n"), s.written
+    # diode short in state C: low plateau mirrors the high one
+    s.feed(b"cp 1 6000 -6000\n")
+    states = [pilot.poll(t) for t in range(200, 210)]
+    assert ("pilot", ("C", False)) in states, states
+    s.feed(b"pp 1 0\n")
+    assert pp.cable_amps() == 0
