@@ -1,0 +1,262 @@
+"""`config.json`: validated once at start-up; every error names the field and the rule.
+
+`load(source)` takes the JSON text (or an already parsed dict), rejects unknown keys at every
+level (a typo must not silently fall back to a default), applies DEFAULTS and returns a new plain
+dict. Hardware sections are checked for types and ESP32 facts only (hardware.md §6.3): GPIO
+numbers that exist, CP/PP sensing on ADC1 (GPIO 32-39, ADC2 is unusable with WiFi on), and no
+output on the input-only GPIO 34-39.
+"""
+
+import json
+
+from firmware.ids import IdError, check_cp_id, check_evse_id
+
+POLICIES = ("deny", "local_only", "local_and_cache", "free_vend")
+MAX_EVSES = 4
+READER_TYPES = ("pn532", "rdm6300")
+READER_BAUD = {"pn532": 115200, "rdm6300": 9600}
+METER_TYPES = ("modbus", "s0")
+METER_MODELS = ("sdm630", "sdm120", "sdm230", "sdm72dm")
+PIN_ROLES = ("coil", "mirror", "cp_pwm", "cp_adc", "pp_adc")
+
+# Generic ESP32 (no PSRAM): usable GPIOs; 6-11 drive the SPI flash; 34-39 are input-only.
+ESP32_GPIOS = tuple(range(0, 6)) + tuple(range(12, 20)) + (21, 22, 23, 25, 26, 27) + \
+    tuple(range(32, 40))
+ESP32_INPUT_ONLY = tuple(range(34, 40))
+ESP32_ADC1 = tuple(range(32, 40))
+
+DEFAULTS = {
+    "cp_id": None,  # required
+    "evses": None,  # required: 1-4 objects, see EVSE_DEFAULTS
+    "offline_policy": "local_only",
+    "connection_timeout_s": 60,
+    "auth_timeout_s": 10,
+    "auth_cache": {"size": 100, "ttl_s": 86400},
+    "meter_failure": "stop",
+    "remote_start_rfid_window_s": 900,
+    "progress_interval_s": 900,
+    "stop_grace_s": 6,
+    "mains_voltage_v": 230,
+    "reader": {"type": "pn532", "uart": 1, "tx": None, "rx": None, "baud": None},
+    "meter": {"type": "modbus", "model": "sdm630", "uart": 2, "baud": 9600, "addresses": None,
+              "de_pin": None, "s0_pins": None, "pulses_per_kwh": 1000},
+    "pins": {"coil": None, "mirror": None, "cp_pwm": None, "cp_adc": None, "pp_adc": None},
+    "local_list_file": "authlist.json",
+    "flash_dir": "flash",
+}
+# reader.baud None -> READER_BAUD[type]; meter.addresses None -> [1, 2, ...] one per EVSE;
+# pins.* None -> the board's defaults (host and simulator boards need none).
+
+EVSE_DEFAULTS = {"evse_id": None, "max_current_a": 16, "phases": 3, "cable": "socket"}
+
+
+class ConfigError(ValueError):
+    """config.json is unusable: `field` is the dotted path, `rule` what it must be."""
+
+    def __init__(self, field, rule):
+        super().__init__("config.json: {}: {}".format(field, rule))
+        self.field = field
+        self.rule = rule
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(field, v, lo, hi=None):
+    if not _is_int(v):
+        raise ConfigError(field, "must be an integer, got {!r}".format(v))
+    if v < lo or (hi is not None and v > hi):
+        rng = "{}-{}".format(lo, hi) if hi is not None else ">= {}".format(lo)
+        raise ConfigError(field, "must be {}, got {}".format(rng, v))
+    return v
+
+
+def _choice(field, v, choices):
+    if v not in choices:
+        raise ConfigError(field, "must be one of {}, got {!r}".format(
+            ", ".join(choices), v))
+    return v
+
+
+def _obj(field, v, defaults):
+    """A JSON object with only known keys, merged over `defaults` (a new dict)."""
+    if not isinstance(v, dict):
+        raise ConfigError(field, "must be an object")
+    for k in v:
+        if k not in defaults:
+            raise ConfigError(_join(field, k), "unknown key (known: {})".format(
+                ", ".join(sorted(defaults))))
+    out = {}
+    for k in defaults:
+        out[k] = v[k] if k in v else defaults[k]
+    return out
+
+
+def _join(field, k):
+    return k if field == "(file)" else field + "." + k
+
+
+def _name(field, v, max_len=64, slash=False):
+    if not isinstance(v, str) or not 1 <= len(v) <= max_len:
+        raise ConfigError(field, "must be a name of 1-{} characters".format(max_len))
+    allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+    if slash:
+        allowed += "/"
+    for c in v:
+        if c not in allowed:
+            raise ConfigError(field, "{!r} not allowed in a file name".format(c))
+    if ".." in v.split("/"):
+        raise ConfigError(field, "must not contain '..'")
+    return v
+
+
+def _gpio(field, v, output=False, adc1=False, optional=True):
+    if v is None and optional:
+        return None
+    _int(field, v, 0)
+    if v not in ESP32_GPIOS:
+        raise ConfigError(field, "GPIO {} is not a usable ESP32 GPIO (0-5, 12-19, 21-23, "
+                          "25-27, 32-39; 6-11 are the SPI flash)".format(v))
+    if adc1 and v not in ESP32_ADC1:
+        raise ConfigError(field, "GPIO {} is not on ADC1: CP/PP sensing needs GPIO 32-39 "
+                          "(ADC2 cannot be read while WiFi is on)".format(v))
+    if output and v in ESP32_INPUT_ONLY:
+        raise ConfigError(field, "GPIO {} is input-only (34-39) and cannot drive an output"
+                          .format(v))
+    return v
+
+
+def _per_evse_list(field, v, n):
+    if not isinstance(v, list) or len(v) != n:
+        raise ConfigError(field, "must be a list with one entry per EVSE ({})".format(n))
+    return v
+
+
+def _evse(field, v):
+    e = _obj(field, v, EVSE_DEFAULTS)
+    if e["evse_id"] is None:
+        raise ConfigError(field + ".evse_id", "required")
+    try:
+        check_evse_id(e["evse_id"])
+    except IdError as err:
+        raise ConfigError(field + ".evse_id", str(err)) from None
+    _int(field + ".max_current_a", e["max_current_a"], 6, 80)
+    if not _is_int(e["phases"]) or e["phases"] not in (1, 3):
+        raise ConfigError(field + ".phases", "must be 1 or 3, got {!r}".format(e["phases"]))
+    _choice(field + ".cable", e["cable"], ("socket", "tethered"))
+    return e
+
+
+def _reader(v):
+    r = _obj("reader", v, DEFAULTS["reader"])
+    _choice("reader.type", r["type"], READER_TYPES)
+    _int("reader.uart", r["uart"], 0, 2)
+    _gpio("reader.tx", r["tx"], output=True)
+    _gpio("reader.rx", r["rx"])
+    if r["baud"] is None:
+        r["baud"] = READER_BAUD[r["type"]]
+    _int("reader.baud", r["baud"], 1200, 921600)
+    return r
+
+
+def _meter(v, n):
+    m = _obj("meter", v, DEFAULTS["meter"])
+    _choice("meter.type", m["type"], METER_TYPES)
+    _choice("meter.model", m["model"], METER_MODELS)
+    _int("meter.uart", m["uart"], 0, 2)
+    _int("meter.baud", m["baud"], 1200, 115200)
+    _int("meter.pulses_per_kwh", m["pulses_per_kwh"], 1, 100000)
+    _gpio("meter.de_pin", m["de_pin"], output=True)
+    if m["addresses"] is None:
+        m["addresses"] = list(range(1, n + 1))
+    addrs = _per_evse_list("meter.addresses", m["addresses"], n)
+    for i, a in enumerate(addrs):
+        _int("meter.addresses[{}]".format(i), a, 1, 247)
+        if a in addrs[:i]:
+            raise ConfigError("meter.addresses[{}]".format(i),
+                              "Modbus address {} used twice on one bus".format(a))
+    if m["s0_pins"] is not None:
+        for i, p in enumerate(_per_evse_list("meter.s0_pins", m["s0_pins"], n)):
+            _gpio("meter.s0_pins[{}]".format(i), p, optional=False)
+    elif m["type"] == "s0":
+        raise ConfigError("meter.s0_pins", "required for an s0 meter: one GPIO per EVSE")
+    return m
+
+
+def _pins(v, n):
+    p = _obj("pins", v, DEFAULTS["pins"])
+    for role in PIN_ROLES:
+        if p[role] is None:
+            continue
+        for i, pin in enumerate(_per_evse_list("pins." + role, p[role], n)):
+            _gpio("pins.{}[{}]".format(role, i), pin, output=role in ("coil", "cp_pwm"),
+                  adc1=role in ("cp_adc", "pp_adc"), optional=role == "pp_adc")
+    return p
+
+
+def _check_pin_conflicts(cfg):
+    """One GPIO, one job (the PP input of a tethered EVSE may be absent, never shared)."""
+    used = {}
+    candidates = [("reader.tx", cfg["reader"]["tx"]), ("reader.rx", cfg["reader"]["rx"]),
+                  ("meter.de_pin", cfg["meter"]["de_pin"])]
+    for i, p in enumerate(cfg["meter"]["s0_pins"] or ()):
+        candidates.append(("meter.s0_pins[{}]".format(i), p))
+    for role in PIN_ROLES:
+        for i, p in enumerate(cfg["pins"][role] or ()):
+            candidates.append(("pins.{}[{}]".format(role, i), p))
+    for field, pin in candidates:
+        if pin is None:
+            continue
+        if pin in used:
+            raise ConfigError(field, "GPIO {} is already used by {}".format(pin, used[pin]))
+        used[pin] = field
+
+
+def load(source):
+    """Validate `source` (JSON text or a dict) -> a new dict with every default filled in."""
+    if isinstance(source, (str, bytes)):
+        try:
+            source = json.loads(source)
+        except ValueError as e:
+            raise ConfigError("(file)", "not valid JSON ({})".format(e)) from None
+    if not isinstance(source, dict):
+        raise ConfigError("(file)", "must be a JSON object")
+    cfg = _obj("(file)", source, DEFAULTS)
+    if cfg["cp_id"] is None:
+        raise ConfigError("cp_id", "required")
+    try:
+        check_cp_id(cfg["cp_id"])
+    except IdError as err:
+        raise ConfigError("cp_id", str(err)) from None
+    evses = cfg["evses"]
+    if evses is None:
+        raise ConfigError("evses", "required: a list of 1-{} EVSE objects".format(MAX_EVSES))
+    if not isinstance(evses, list) or not 1 <= len(evses) <= MAX_EVSES:
+        raise ConfigError("evses", "must be a list of 1-{} EVSE objects".format(MAX_EVSES))
+    cfg["evses"] = [_evse("evses[{}]".format(i), e) for i, e in enumerate(evses)]
+    seen = []
+    for i, e in enumerate(cfg["evses"]):
+        if e["evse_id"] in seen:
+            raise ConfigError("evses[{}].evse_id".format(i),
+                              "EvseID {!r} is used twice".format(e["evse_id"]))
+        seen.append(e["evse_id"])
+    n = len(evses)
+    _choice("offline_policy", cfg["offline_policy"], POLICIES)
+    _int("connection_timeout_s", cfg["connection_timeout_s"], 10, 600)
+    _int("auth_timeout_s", cfg["auth_timeout_s"], 1, 60)
+    cache = cfg["auth_cache"] = _obj("auth_cache", cfg["auth_cache"], DEFAULTS["auth_cache"])
+    _int("auth_cache.size", cache["size"], 0, 500)
+    _int("auth_cache.ttl_s", cache["ttl_s"], 60, 518400)
+    _choice("meter_failure", cfg["meter_failure"], ("stop", "continue"))
+    _int("remote_start_rfid_window_s", cfg["remote_start_rfid_window_s"], 0, 3600)
+    _int("progress_interval_s", cfg["progress_interval_s"], 300, 86400)
+    _int("stop_grace_s", cfg["stop_grace_s"], 1, 6)
+    _int("mains_voltage_v", cfg["mains_voltage_v"], 100, 300)
+    cfg["reader"] = _reader(cfg["reader"])
+    cfg["meter"] = _meter(cfg["meter"], n)
+    cfg["pins"] = _pins(cfg["pins"], n)
+    _check_pin_conflicts(cfg)
+    _name("local_list_file", cfg["local_list_file"])
+    _name("flash_dir", cfg["flash_dir"], slash=True)
+    return cfg
