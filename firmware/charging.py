@@ -44,7 +44,8 @@ H_PLUGGED = 8
 H_UNPLUGGED = 16
 H_FAULT = 32  # a new fault (or out of service) in this step
 
-DIODE_SETTLE_MS = 500  # a diode "not seen" report counts only after PWM ran this long
+DIODE_SETTLE_MS = 500  # "diode not seen" right after PWM-on may be stale: a fault only after
+# PWM ran this long, or at once if the diode had already been seen with this PWM
 R_CONNECTION_TIMEOUT = "ConnectionTimeout"
 
 STATE_IDLE = "idle"
@@ -106,7 +107,7 @@ class Evse:
         elif st in _PLUGGED and pwm_on:
             if diode_ok:
                 self.diode = True
-            elif ticks_diff(now, self.duty_at) >= DIODE_SETTLE_MS:
+            elif self.diode or ticks_diff(now, self.duty_at) >= DIODE_SETTLE_MS:
                 h |= self._fault(F_DIODE, "diode check failed", out)
         if st in _PLUGGED and prev not in _PLUGGED:
             h |= H_PLUGGED
