@@ -107,6 +107,7 @@ class PN532:
         self.unexpected = 0  # valid frames nobody asked for (stale replies, NACKs)
         self.bad_replies = 0  # InListPassiveTarget replies with unusable target data
         self.polls = 0
+        self.stale = 0  # bytes found waiting before a command and thrown away
         self._phase = _WAKE
         self._busy = False
         self._cmd = 0
@@ -279,7 +280,7 @@ class PN532:
         if n:
             data = self.uart.read(n)
             if data:
-                self.parser.feed(data)
+                self.stale += len(data)
         self.parser.reset()
 
     def _send(self, now):
