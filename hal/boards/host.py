@@ -15,7 +15,7 @@ import tty
 
 import serial
 
-from hal.boards.common import field, reader_type, wire_simio
+from hal.boards.common import evse_count, field, reader_type, wire_simio
 from hal.boards.simio import SimIO
 
 _WRITE_TIMEOUT_S = 1.0
@@ -115,7 +115,7 @@ def build(config, reader=None, meter=None, simio=None):
         if field(config, "meter.type", "none") == "modbus":
             meter_uart = _open(meter, field(config, "meter.baud"))
             streams.append(meter_uart)
-        sio = SimIO(sio_stream, evses=len(field(config, "evses")))
+        sio = SimIO(sio_stream, evses=evse_count(config))
         return wire_simio(config, sio, reader_uart, meter_uart, streams=streams)
     except Exception:
         for s in streams:

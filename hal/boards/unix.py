@@ -13,7 +13,7 @@ On a pty the rate is irrelevant; on a real USB adapter it matters.
 import select
 import termios
 
-from hal.boards.common import field, reader_type, wire_simio
+from hal.boards.common import evse_count, field, reader_type, wire_simio
 from hal.boards.simio import SimIO
 
 # Linux speed codes (asm-generic/termbits.h): the octal CBAUD values.
@@ -112,15 +112,16 @@ def build(config, reader=None, meter=None, simio=None):
         sio_stream = _open(simio, SIMIO_BAUD)
         streams.append(sio_stream)
         reader_uart = None
-        if reader_type(config) != "none":
-            default = 115200 if reader_type(config) == "pn532" else 9600
-            reader_uart = _open(reader, field(config, "reader.baud", default))
+        kind = reader_type(config)
+        if kind != "none":
+            reader_uart = _open(reader, field(config, "reader.baud",
+                                              115200 if kind == "pn532" else 9600))
             streams.append(reader_uart)
         meter_uart = None
         if field(config, "meter.type", "none") == "modbus":
             meter_uart = _open(meter, field(config, "meter.baud"))
             streams.append(meter_uart)
-        sio = SimIO(sio_stream, evses=len(field(config, "evses")))
+        sio = SimIO(sio_stream, evses=evse_count(config))
         return wire_simio(config, sio, reader_uart, meter_uart, streams=streams)
     except Exception:
         for s in streams:

@@ -1,0 +1,313 @@
+"""Boards on real pseudo-terminals: the unix board under the MicroPython unix port, the host
+board with pyserial, and the shared wiring (config errors, Modbus bus sharing).
+The esp32 board is type-checked against micropython-esp32-stubs by `make typecheck`."""
+
+import os
+import select
+import threading
+import time
+import tty
+
+import pytest
+
+from hal.boards import common, host
+from host_sim.devices.sdm import SdmBus, SdmMeter
+from host_sim.devices.simio import SimEvse, SimIo
+from tests.mpy import run_mp
+
+ECHO_MP = """
+import sys
+sys.path.insert(0, ".")
+from hal.boards.unix import UnixUART
+from hal.compat import ticks_ms, ticks_diff, sleep_ms
+u = UnixUART(sys.argv[1], int(sys.argv[2]))
+want = int(sys.argv[3])
+got = 0
+t0 = ticks_ms()
+while got < want and ticks_diff(ticks_ms(), t0) < 8000:
+    n = u.any()
+    if n:
+        d = u.read(n)
+        u.write(d)
+        got += len(d)
+    else:
+        sleep_ms(1)
+print("echoed", got)
+"""
+
+BOARD_MP = """
+import sys, json
+sys.path.insert(0, ".")
+from hal.boards.unix import build
+from hal.compat import ticks_ms, ticks_diff, sleep_ms
+config = {"evses": [{"cable": "socket"}], "reader": {"type": "none"}, "meter": {"type": "none"}}
+board = build(config, simio=sys.argv[1])
+board.pilots[0].set_duty(267)
+t0 = ticks_ms()
+amps = None
+while ticks_diff(ticks_ms(), t0) < 8000:
+    now = ticks_ms()
+    for kind, i, ev in board.poll_all(now):
+        print(json.dumps([kind, i, ev[0], ev[1]]))
+        if kind == "pilot" and ev[1] == ("C", True):
+            board.contactors[0].set(True, now)
+        if kind == "contactor" and ev[0] == "closed":
+            print(json.dumps(["amps", board.proximity[0].cable_amps()]))
+            print(json.dumps(["garbage", board.simio.garbage]))
+            sys.exit(0)
+    sleep_ms(2)
+print("TIMEOUT")
+"""
+
+
+def _pty():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+def _read_until(fd, pred, timeout=5.0):
+    out = b""
+    end = time.monotonic() + timeout
+    while not pred(out) and time.monotonic() < end:
+        if select.select([fd], [], [], 0.05)[0]:
+            out += os.read(fd, 4096)
+    return out
+
+
+def _run_mp_script(tmp_path, source, args, result):
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    result["proc"] = run_mp([str(script)] + args, timeout=30)
+
+
+def test_unix_uart_echoes_binary_bytes_under_micropython(tmp_path):
+    master, slave, path = _pty()
+    result = {}
+    data = bytes(range(256)) * 2  # every byte value, incl. \n \r ^C ^D XON/XOFF
+    th = threading.Thread(target=_run_mp_script,
+                          args=(tmp_path, ECHO_MP, [path, "2400", str(len(data))], result))
+    th.start()
+    try:
+        time.sleep(0.3)
+        for k in range(0, len(data), 100):  # in chunks, so reads see partial data
+            os.write(master, data[k:k + 100])
+            time.sleep(0.01)
+        out = _read_until(master, lambda b: len(b) >= len(data))
+    finally:
+        th.join(timeout=40)
+        os.close(master)
+        os.close(slave)
+    proc = result["proc"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "echoed %d" % len(data) in proc.stdout
+    assert out == data
+
+
+def test_unix_board_runs_real_drivers_over_simio_under_micropython(tmp_path):
+    """The firmware side under MicroPython; this test plays the simulator by hand."""
+    master, slave, path = _pty()
+    result = {}
+    th = threading.Thread(target=_run_mp_script, args=(tmp_path, BOARD_MP, [path], result))
+    th.start()
+    seen = b""
+    coil_at = None
+    try:
+        seen = _read_until(master, lambda b: b"hello\n" in b)
+        assert seen.startswith(b"hello\n"), seen
+        os.write(master, b"garbage line\ncp 1 9000 -12000\npp 1 220\nmirror 1 1\n")
+        seen += _read_until(master, lambda b: b"pwm 1 267\n" in seen + b)
+        time.sleep(0.5)  # EV in B long enough for the pilot debounce and the contactor settle
+        os.write(master, b"cp 1 6000 -12000\n")  # the EV asks to charge
+        seen += _read_until(master, lambda b: b"coil 1 1\n" in seen + b)
+        coil_at = time.monotonic()
+        os.write(master, b"mirror 1 0\n")  # main contacts closed
+    finally:
+        th.join(timeout=40)
+        os.close(master)
+        os.close(slave)
+    proc = result["proc"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert coil_at is not None, seen
+    lines = proc.stdout.split("\n")
+    assert '["pilot", 0, "pilot", ["B", true]]' in lines, proc.stdout
+    assert '["pilot", 0, "pilot", ["C", true]]' in lines, proc.stdout
+    assert '["contactor", 0, "open", null]' in lines
+    assert '["contactor", 0, "closed", null]' in lines
+    assert '["amps", 32]' in lines
+    assert '["garbage", 1]' in lines
+    # order of what the firmware sent: hello first, initial safe outputs, then the commands
+    sent = seen.split(b"\n")
+    assert sent[0] == b"hello" and sorted(sent[1:3]) == [b"coil 1 0", b"pwm 1 1000"], sent
+    assert sent.index(b"pwm 1 267") < sent.index(b"coil 1 1")
+
+
+def test_host_uart_over_pyserial_on_a_pty():
+    master, slave, path = _pty()
+    u = host.HostUART(path, 115200)
+    try:
+        assert u.any() == 0 and u.read(10) == b""
+        data = bytes(range(256))
+        os.write(master, data)
+        got = b""
+        end = time.monotonic() + 3
+        while len(got) < len(data) and time.monotonic() < end:
+            n = u.any()
+            if n:
+                got += u.read(n)
+        assert got == data
+        u.write(b"\x00\xffabc\n")
+        assert _read_until(master, lambda b: len(b) >= 6) == b"\x00\xffabc\n"
+    finally:
+        u.close()
+        os.close(master)
+        os.close(slave)
+
+
+class _Link:
+    """One host_sim device on the master side of a pty, driven in this thread."""
+
+    def __init__(self, device):
+        self.device = device
+        self.master, self.slave, self.path = _pty()
+
+    def step(self, now):
+        while select.select([self.master], [], [], 0)[0]:
+            self.device.feed(os.read(self.master, 4096), now)
+        out = self.device.pending(now)
+        if out:
+            os.write(self.master, out)
+
+    def close(self):
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_host_board_with_the_simulator_devices():
+    """Two EVSEs: simio against host_sim's SimIo, two SDM120s sharing one Modbus pty."""
+    evses = [SimEvse(), SimEvse()]
+    sim = _Link(SimIo(evses))
+    meters = [SdmMeter(address=1), SdmMeter(address=2)]
+    bus = _Link(SdmBus(meters, baud=9600))
+    config = {
+        "evses": [{"cable": "socket"}, {"cable": "tethered"}],
+        "reader": {"type": "none"},
+        "meter": {"type": "modbus", "model": "sdm120", "baud": 9600, "addresses": [1, 2]},
+    }
+    board = host.build(config, meter=bus.path, simio=sim.path)
+    events = []
+    try:
+        assert board.proximity[1] is None and len(board.meters) == 2
+        evses[0].ev.plug(220)
+        evses[0].ev.charge()
+        board.pilots[0].set_duty(267)
+        t0 = time.monotonic()
+        readings = set()
+        closed = False
+        while time.monotonic() - t0 < 8:
+            now_s = time.monotonic()
+            sim.step(now_s)
+            bus.step(now_s)
+            for kind, i, ev in board.poll_all(int(now_s * 1000)):
+                events.append((kind, i, ev))
+                if (kind, i, ev) == ("pilot", 0, ("pilot", ("C", True))):
+                    board.contactors[0].set(True, int(now_s * 1000))
+                if kind == "contactor" and ev[0] == "closed":
+                    closed = True
+                if kind == "meter":
+                    assert ev[0] == "reading", ev
+                    readings.add(i)
+            if closed and readings == {0, 1}:
+                break
+            time.sleep(0.002)
+        assert closed, events
+        assert readings == {0, 1}, events
+        assert ("pilot", 1, ("pilot", ("A", None))) in events
+        assert board.proximity[0].cable_amps() == 32
+        assert board.simio.garbage == 0
+        assert evses[0].contactor.coil and not evses[1].contactor.coil
+    finally:
+        board.close()
+        sim.close()
+        bus.close()
+
+
+def test_wiring_errors_name_the_field():
+    sio_stream = _FakeStream()
+    table = (
+        ({}, "evses"),
+        ({"evses": []}, "evses"),
+        ({"evses": [{"cable": "coiled"}]}, "evses[0].cable"),
+        ({"evses": [{}], "reader": {"type": "mifare"}}, "reader.type"),
+        ({"evses": [{}], "reader": "pn532"}, "reader"),  # no port given
+        ({"evses": [{}], "meter": {"type": "modbus", "baud": 9600}}, "meter"),
+        ({"evses": [{}], "meter": {"type": "s0", "pulses_per_kwh": 1000}}, "meter.s0_pins"),
+    )
+    for config, name in table:
+        with pytest.raises(common.ConfigError, match=name.replace("[", r"\[").replace("]", r"\]")):
+            host.build(config, simio=sio_stream)
+    # a Modbus meter with a bad address is a config error too
+    with pytest.raises(common.ConfigError, match="meter"):
+        host.build({"evses": [{}], "meter": {"type": "modbus", "baud": 9600, "model": "sdm120",
+                                             "addresses": [0]}}, simio=sio_stream,
+                   meter=_FakeStream())
+    with pytest.raises(common.ConfigError, match="meter.addresses"):
+        host.build({"evses": [{}], "meter": {"type": "modbus", "baud": 9600, "model": "sdm120",
+                                             "addresses": [1, 2]}}, simio=sio_stream,
+                   meter=_FakeStream())
+
+
+class _FakeStream:
+    def __init__(self):
+        self.written = b""
+
+    def any(self):
+        return 0
+
+    def read(self, n=-1):
+        return b""
+
+    def write(self, b):
+        self.written += bytes(b)
+        return len(b)
+
+
+class _FakeMaster:
+    def __init__(self):
+        self.busy = False
+
+
+class _FakeMeter:
+    """Takes the bus for `polls` polls when due, then reports."""
+
+    def __init__(self, master, name, polls=3):
+        self.master = master
+        self.name = name
+        self.polls = polls
+        self.left = 0
+        self.calls = 0
+
+    def poll(self, now):
+        self.calls += 1
+        assert not (self.master.busy and self.left == 0), "polled while another owns the bus"
+        if self.left == 0:
+            self.left = self.polls
+            self.master.busy = True
+            return None
+        self.left -= 1
+        if self.left == 0:
+            self.master.busy = False
+            return ("reading", self.name)
+        return None
+
+
+def test_shared_bus_lets_one_meter_at_a_time_and_takes_turns():
+    master = _FakeMaster()
+    meters = [_FakeMeter(master, "a"), _FakeMeter(master, "b"), _FakeMeter(master, "c", polls=1)]
+    bus = common.SharedBus(master, meters)
+    got = []
+    for t in range(40):
+        ev = bus.poll(t)
+        if ev is not None:
+            got.append((ev[0], ev[1][1]))
+    assert got[:6] == [(0, "a"), (1, "b"), (2, "c"), (0, "a"), (1, "b"), (2, "c")], got
