@@ -13,9 +13,9 @@ from firmware.ids import IdError, check_cp_id, check_evse_id
 
 POLICIES = ("deny", "local_only", "local_and_cache", "free_vend")
 MAX_EVSES = 4
-READER_TYPES = ("pn532", "rdm6300")
+READER_TYPES = ("pn532", "rdm6300", "none")  # "none": no reader (free vend, remote only)
 READER_BAUD = {"pn532": 115200, "rdm6300": 9600}
-METER_TYPES = ("modbus", "s0")
+METER_TYPES = ("modbus", "s0", "none")  # "none": no meter (the boards accept it too)
 METER_MODELS = ("sdm630", "sdm120", "sdm230", "sdm72dm")
 PIN_ROLES = ("coil", "mirror", "cp_pwm", "cp_adc", "pp_adc")
 
@@ -149,13 +149,15 @@ def _evse(field, v):
 
 
 def _reader(v):
+    if isinstance(v, str):  # shorthand the boards also accept: "reader": "pn532"
+        v = {"type": v}
     r = _obj("reader", v, DEFAULTS["reader"])
     _choice("reader.type", r["type"], READER_TYPES)
     _int("reader.uart", r["uart"], 0, 2)
     _gpio("reader.tx", r["tx"], output=True)
     _gpio("reader.rx", r["rx"])
     if r["baud"] is None:
-        r["baud"] = READER_BAUD[r["type"]]
+        r["baud"] = READER_BAUD.get(r["type"], 9600)
     _int("reader.baud", r["baud"], 1200, 921600)
     return r
 

@@ -52,6 +52,17 @@ def test_defaults_depend_on_type_and_evse_count():
     assert cfg["meter"]["s0_pins"] == [4, 5] and cfg["pins"]["pp_adc"] == [None, 36]
 
 
+def test_shorthands_the_boards_accept():
+    cfg = load(_base(reader="rdm6300", meter={"type": "none"}))
+    assert cfg["reader"]["type"] == "rdm6300" and cfg["reader"]["baud"] == 9600
+    assert load(_base(reader={"type": "none"}))["reader"]["type"] == "none"
+    # what host_sim.runner.make_config writes
+    sim = {"cp_id": "SIM01", "reader": "pn532",
+           "evses": [{"evse_id": "DE*SIM*E0001*1", "max_current_a": 32, "cable": "socket"}],
+           "meter": {"type": "modbus", "model": "sdm120", "baud": 9600, "addresses": [1]}}
+    assert load(sim)["meter"]["model"] == "sdm120"
+
+
 def test_load_does_not_mutate_its_input():
     src = _base()
     load(src)
@@ -99,6 +110,8 @@ ROWS = (  # (bad config, field, rule fragment)
     (_base(stop_grace_s=0), "stop_grace_s", "1-6"),
     (_base(mains_voltage_v=50), "mains_voltage_v", "100-300"),
     (_base(reader={"type": "rc522"}), "reader.type", "pn532, rdm6300"),
+    (_base(reader="rc522"), "reader.type", "pn532, rdm6300"),
+    (_base(reader=5), "reader", "must be an object"),
     (_base(reader={"uart": 3}), "reader.uart", "0-2"),
     (_base(reader={"tx": 35}), "reader.tx", "input-only"),
     (_base(reader={"rx": 7}), "reader.rx", "SPI flash"),
