@@ -40,8 +40,10 @@ PP_OPEN_OHMS = const(1000000)  # "no resistor": far above every PP band
 
 
 def cp_mv_from_uv(uv, divider=CP_DIVIDER):
-    """ADC microvolts -> CP line millivolts through `divider` = (offset_mv, gain)."""
-    return int((uv / 1000 - divider[0]) * divider[1])
+    """ADC microvolts -> CP line millivolts through `divider` = (offset_mv, gain).
+
+    Integer arithmetic for an integer gain: no float is boxed on the heap per burst."""
+    return int((uv - divider[0] * 1000) * divider[1] // 1000)
 
 
 def uv_from_cp_mv(cp_mv, divider=CP_DIVIDER):
@@ -105,7 +107,7 @@ class Pilot:
     """
 
     __slots__ = (
-        "_pwm", "_adc", "_divider", "_buf", "_top", "_debounce", "_interval", "_hyst",
+        "_pwm", "_read", "_divider", "_buf", "_top", "_debounce", "_interval", "_hyst",
         "_duty", "_last", "_cand", "_cand_diode", "_count", "_dcount", "_state", "_diode",
         "high_mv", "low_mv",
     )
@@ -118,7 +120,7 @@ class Pilot:
         if debounce < 1:
             raise ValueError("debounce must be >= 1")
         self._pwm = pwm
-        self._adc = adc
+        self._read = adc.read_uv  # bound once: no bound-method object per burst
         self._divider = divider
         self._buf = [0] * samples  # allocated once, sorted in place
         self._top = top
@@ -161,8 +163,12 @@ class Pilot:
 
     def measure(self):
         """One burst: return (high_mv, low_mv) of the CP line."""
+        self._measure()
+        return self.high_mv, self.low_mv
+
+    def _measure(self):
         buf = self._buf
-        read = self._adc.read_uv
+        read = self._read
         for i in range(len(buf)):
             buf[i] = read()
         buf.sort()
@@ -174,13 +180,14 @@ class Pilot:
             hi += buf[last - i]
         self.high_mv = cp_mv_from_uv(hi // n, self._divider)
         self.low_mv = cp_mv_from_uv(lo // n, self._divider)
-        return self.high_mv, self.low_mv
 
     def poll(self, now):
         if self._last is not None and ticks_diff(now, self._last) < self._interval:
             return None
         self._last = now
-        high, low = self.measure()
+        self._measure()  # no tuple: a poll allocates nothing unless it reports
+        high = self.high_mv
+        low = self.low_mv
         state = classify(high, self._cand, self._hyst)
         if state == self._cand:
             self._count += 1
