@@ -162,3 +162,23 @@ def test_tools_cardreader_reads_the_virtual_pn532_through_the_hub():
     assert code == 0, err
     assert json.loads(out) == {"uid": "04A1B2C3D4E5F6", "reader": "pn532", "bytes": 7}
     assert chip.status()["sam"] is True
+
+
+def test_add_reader_for_a_console_and_run_for_bound():
+    calls = []
+    r, w = os.pipe()
+    try:
+        with Hub() as hub:
+            hub.add_reader(r, lambda now: calls.append(os.read(r, 100)))
+            os.write(w, b"status\n")
+            t0 = time.monotonic()
+            hub.run_for(0.1)
+            assert 0.1 <= time.monotonic() - t0 < 0.3
+            assert calls == [b"status\n"]
+            assert hub.run_until(lambda: False, 0.05) is False
+            with pytest.raises(ValueError):
+                hub.attach("x", Rdm6300())
+                hub.attach("x", Rdm6300())
+    finally:
+        os.close(r)
+        os.close(w)

@@ -65,6 +65,10 @@ def test_voltage_reply_is_the_fact_sheet_literal():
     # not before the t3.5 silence that ends the request (2400 Bd: 16.0 ms)
     assert bus.t35_s == pytest.approx(0.016, abs=0.0005)
     assert when >= 1.0 + bus.t35_s
+    # t3.5 + 10 ms turnaround + 8 request and 9 reply characters of 11 bits at 2400 Bd
+    assert when == pytest.approx(1.0 + 0.016042 + 0.010 + 17 * 11 / 2400, abs=1e-4)
+    fast = SdmBus([SdmMeter(1, "sdm630")], baud=38400, wire_time=False)
+    assert ask(fast, H("01040000000271CB"), 1.0)[1] == pytest.approx(1.0 + 0.00175 + 0.010)
 
 
 def test_multi_register_read_and_odd_word():

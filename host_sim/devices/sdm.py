@@ -15,6 +15,10 @@ Import energy integrates the power the EV draws: P = Σ (230 V × phase current)
 the meter measures (L1 only for the single-phase SDM120), sampled from `source(now)`. The hub
 wakes the bus at every change (contactor switch times are events), so the integral is exact for
 the piecewise-constant currents of the simulation.
+
+Timing: the reply leaves t3.5 + `response_s` (10 ms) after the request, plus (with `wire_time`)
+the time request and reply would take on the wire at the bus baud rate, since a pty delivers
+them instantly: an SDM120 at 2400 Bd answers an 8-byte read in about 36.7 + 16 + 10 + 41.3 ms.
 """
 
 import struct
@@ -185,7 +189,7 @@ def _baud_code(model, baud):
 class SdmBus:
     """The RS-485 bus: one serial line, any number of meters with distinct addresses."""
 
-    def __init__(self, meters, *, baud=None, response_s=0.010):
+    def __init__(self, meters, *, baud=None, response_s=0.010, wire_time=True):
         self.meters = list(meters)
         addresses = [m.address for m in self.meters]
         if len(set(addresses)) != len(addresses):
@@ -193,7 +197,10 @@ class SdmBus:
         if baud is None:
             baud = MODELS[self.meters[0].model][0] if self.meters else 9600
         self.baud = baud
-        self.t35_s = 0.00175 if baud > 19200 else 3.5 * 11.0 / baud
+        self.char_s = 11.0 / baud
+        self.t35_s = 0.00175 if baud > 19200 else 3.5 * self.char_s
+        # A pty moves bytes at once; add the time the frames would spend on the RS-485 wire.
+        self.wire_time = wire_time
         self.response_s = response_s
         self._rx = bytearray()
         self._rx_last = 0.0
@@ -205,7 +212,7 @@ class SdmBus:
 
     def feed(self, data, now):
         if self._rx and now >= self._rx_last + self.t35_s:
-            self._frame(self._rx_last)  # silence already ended the previous frame
+            self._frame(self._rx_last, now)  # silence already ended the previous frame
         self._rx += data
         self._rx_last = now
 
@@ -213,7 +220,7 @@ class SdmBus:
         for m in self.meters:
             m.advance(now)
         if self._rx and now >= self._rx_last + self.t35_s:
-            self._frame(self._rx_last)
+            self._frame(self._rx_last, now)
         out = bytearray()
         keep = []
         for due, frame in self._out:
@@ -234,7 +241,7 @@ class SdmBus:
         return {"baud": self.baud, "counters": dict(self.counters),
                 "meters": [m.status() for m in self.meters]}
 
-    def _frame(self, last_byte_t):
+    def _frame(self, last_byte_t, now):
         frame = bytes(self._rx)
         del self._rx[:]
         self._count("frames")
@@ -258,9 +265,12 @@ class SdmBus:
         if meter.fault == "fail":
             self._count("failed_silent")
             return
-        end = last_byte_t + self.t35_s
-        meter.advance(end)
+        meter.advance(now)  # values as sampled when the request is decoded
         pdu = meter.handle(frame[1], frame[2:-2])
         if pdu[0] & 0x80:
             self._count("exceptions")
-        self._out.append((end + self.response_s, with_crc(bytes((address,)) + pdu)))
+        reply = with_crc(bytes((address,)) + pdu)
+        due = last_byte_t + self.t35_s + self.response_s
+        if self.wire_time:
+            due += (len(frame) + len(reply)) * self.char_s
+        self._out.append((due, reply))
