@@ -111,7 +111,9 @@ class Authorization:
             return
         self._decide_offline(i, uid, now, out)
 
-    def _decide_offline(self, i, uid, now, out):
+    def _decide_offline(self, i, uid, now, out, ask_now=True):
+        """Offline policy; a roaming card let in is post-authorized - at once if the link is
+        up, or (after a timed-out request: no blind retry) on the next reconnect."""
         allowed, source = offline_decision(self._cfg["offline_policy"], uid, self.local_list,
                                            self.cache, now)
         if not allowed:
@@ -121,7 +123,8 @@ class Authorization:
         s = self._accept(i, uid, rfid_ident(uid), source, None, now, out)
         if s is not None and source != "local":
             s.post_auth = PA_NEEDED
-            self._post_authorize(i, now, out)
+            if ask_now:
+                self._post_authorize(i, now, out)
 
     def _accept(self, i, uid, ident, source, session_id, now, out, provider=None):
         if not self._can_start(i):
@@ -178,7 +181,7 @@ class Authorization:
         kind, i, uid, _, lid = self._requests.pop(rid)
         if kind == Q_START:
             self._pending[i] = None
-            self._decide_offline(i, uid, now, out)
+            self._decide_offline(i, uid, now, out, ask_now=False)
             return
         s = self.sessions[i]
         if s is None or s.local_id != lid:

@@ -1,0 +1,69 @@
+"""Controller: meter and contactor faults, progress notifications, restore at boot,
+wall clock and tick wrap (runs on both interpreters; see test_controller_kit)."""
+
+
+from tests.mp.test_controller_kit import (
+    SID_1,
+    UID_A,
+    Rig,
+    of,
+    outbox,
+)
+
+AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
+              "SessionID": SID_1, "ProviderID": "DE*ICE"}
+
+
+def _reply(req, **over):
+    r = {"id": req["id"]}
+    r.update(AUTHORIZED)
+    r.update(over)
+    return r
+
+
+def _sent(actions, typ="authorize_start"):
+    return [m for m in of(actions, "send") if m["type"] == typ]
+
+
+def test_meter_fault_policies():
+    r = Rig()
+    r.plug_and_charge()
+    acts = r.step("meter_fault", 1, "timeout")
+    assert ("error", 1, ("meter", "meter failed: timeout")) in acts
+    assert ("pwm", 1, 1000) in acts and ("status", 1, "OutOfService") in acts
+    r.step("pilot", 1, ("B", True))
+    r.step("card_gone", 0, None)
+    acts = r.step("card", 0, UID_A)
+    assert not of(acts, "session_start")  # no new session while the meter is down
+    assert of(r.step("meter_ok", 1, None), "status") == ["Occupied"]
+
+    r = Rig(meter_failure="continue")
+    r.plug_and_charge()
+    r.step("meter", 1, 1500)
+    acts = r.step("meter_fault", 1, "crc")
+    assert r.c.evses[0].closed and of(acts, "persist")
+    r.step("card_gone", 0, None)
+    r.step("card", 0, UID_A)
+    cdr = outbox(r.step("pilot", 1, ("B", True)), "cdr")[0]
+    assert cdr["MeteringCheck"] == "Failed" and cdr["ConsumedEnergy"] == 0.5
+
+
+def test_meter_backwards_is_rejected():
+    r = Rig()
+    r.step("meter", 1, 500)
+    acts = r.step("meter", 1, 400)
+    assert acts[0][0] == "error" and r.c._meter[0] == 500
+
+
+def test_welded_out_of_service_until_clear():
+    r = Rig()
+    r.plug_and_charge()
+    acts = r.step("contactor", 1, "welded")
+    assert ("status", 1, "OutOfService") in acts and ("pwm", 1, 0) in acts
+    assert outbox(acts, "notification", "Error")[0]["ErrorType"] == "CriticalError"
+    assert len(outbox(acts, "cdr")) == 1
+    r.step("pilot", 1, ("A", False))
+    assert r.c.evses[0].state == "out_of_service"
+    acts = r.step("clear", 1, None)
+    assert ("contactor", 1, False) in acts and ("status", 1, "Available") in acts
+    assert of(r.step("clear", 1, None), "error")  # nothing to clear
