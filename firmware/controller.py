@@ -13,20 +13,14 @@ then stops the session (reason DeAuthorized).
 """
 
 from firmware import events as E
-from firmware import oicp_status as S
 from firmware.authlists import AuthCache, LocalList
 from firmware.authorize import Authorization
 from firmware.charging import (
-    H_CLOSED,
-    H_FAULT,
-    H_OPENED,
-    H_STOPPED,
     P_IDLE,
-    R_CONNECTION_TIMEOUT,
     Evse,
 )
+from firmware.power import PowerEvents, _is_int
 from firmware.remote import RemoteAndRecords
-from firmware.session import kwh
 from firmware.timefmt import MAX_EPOCH_S
 from hal.compat import ticks_add, ticks_diff
 
@@ -39,11 +33,9 @@ def _earlier(a, b):
     return b
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
-class Controller(Authorization, RemoteAndRecords):
+class Controller(PowerEvents, Authorization, RemoteAndRecords):
     def __init__(self, config, new_session_id):
         self._cfg = config
         self._new_id = new_session_id
@@ -184,117 +176,6 @@ class Controller(Authorization, RemoteAndRecords):
             if r is not None and ticks_diff(now, r[1]) >= 0:
                 self._close_restored(i, None, now, out)
 
-    # -- EVSE happenings -> sessions ----------------------------------------------------
-    def _happen(self, i, h, now, out):
-        if not h:
-            return
-        s = self.sessions[i]
-        if s is None:
-            return
-        if h & H_CLOSED and not s.charged():
-            s.cs_t = now
-            s.charging_start = self._wall(now)
-            s.meter_start = s.meter_end = self._meter[i]
-            s.next_progress = ticks_add(now, self._cfg["progress_interval_s"] * 1000)
-            out.append((E.A_OUTBOX, 0, s.start_notification()))
-            self._persist(i, out)
-        if h & H_OPENED:
-            s.ce_t = now
-            s.charging_end = self._wall(now)
-            if not h & H_STOPPED:
-                self._persist(i, out)
-        if h & H_FAULT and s.charged():
-            ev = self.evses[i]
-            out.append((E.A_OUTBOX, 0, s.error_notification(ev.oos, ev.fault_text or "")))
-        if h & H_STOPPED:
-            self._end_session(i, self.evses[i].stop_reason, now, out)
-
-    def _end_session(self, i, reason, now, out):
-        s = self.sessions[i]
-        self.sessions[i] = None
-        if s.req is not None:
-            self._requests.pop(s.req, None)
-        end = self._wall(now)
-        if s.charged():
-            out.append((E.A_OUTBOX, 0, s.end_notification(end)))
-            out.append((E.A_OUTBOX, 0, s.cdr(end)))
-        elif s.source == "remote":
-            for w in self._windows:
-                if w[2] == s.session_id:
-                    w[3] = True  # never charged: a card fallback may reuse the SessionID
-        out.append((E.A_SESSION_END, i + 1, {"session_id": s.session_id,
-                                             "energy_kwh": kwh(s.energy_wh()),
-                                             "reason": reason}))
-        self._persist(i, out)
-        if reason == R_CONNECTION_TIMEOUT:
-            out.append((E.A_AUTH, i + 1, {"uid": s.uid, "result": S.DISPLAY_TIMEOUT,
-                                          "code": None}))
-
-    # -- power-side events --------------------------------------------------------------
-    def _on_pilot(self, i, data, now, out):
-        if not isinstance(data, (tuple, list)) or len(data) != 2 \
-                or data[0] not in ("A", "B", "C", "D", "E", "F") \
-                or not isinstance(data[1], bool):
-            self._error(out, i + 1, E.ERR_BAD_EVENT, "pilot: need (state A..F, diode_ok bool)")
-            return
-        self._happen(i, self.evses[i].on_pilot(data[0], data[1], now, out), now, out)
-
-    def _on_pp(self, i, data, now, out):
-        if not _is_int(data) or data < -1:
-            self._error(out, i + 1, E.ERR_BAD_EVENT, "pp: need cable amps (int, -1 = error)")
-            return
-        self._happen(i, self.evses[i].on_pp(data, now, out), now, out)
-
-    def _on_contactor(self, i, data, now, out):
-        if data not in (E.CONTACTOR_OPEN, E.CONTACTOR_CLOSED, E.CONTACTOR_WELDED,
-                        E.CONTACTOR_STUCK_OPEN):
-            self._error(out, i + 1, E.ERR_BAD_EVENT, "contactor: unknown state {!r}".format(data))
-            return
-        self._happen(i, self.evses[i].on_contactor(data, now, out), now, out)
-
-    def _on_meter(self, i, data, now, out):
-        if not _is_int(data) or data < 0:
-            self._error(out, i + 1, E.ERR_METER, "meter: need energy as int Wh >= 0")
-            return
-        last = self._meter[i]
-        if last is not None and data < last:
-            self._error(out, i + 1, E.ERR_METER, "meter went backwards: {} < {}".format(data, last))
-            return
-        self._meter[i] = data
-        s = self.sessions[i]
-        if s is not None and s.charged():
-            if s.meter_start is None:
-                s.meter_start = data
-            s.meter_end = data
-        if self._restored[i] is not None:
-            self._close_restored(i, data, now, out)
-
-    def _on_meter_fault(self, i, data, now, out):
-        if self._meter_down[i]:
-            return
-        self._meter_down[i] = True
-        self._error(out, i + 1, E.ERR_METER, "meter failed: {}".format(data))
-        if self._restored[i] is not None:
-            self._close_restored(i, None, now, out)
-        s = self.sessions[i]
-        if s is None:
-            return
-        if self._stop_on_meter():
-            self._happen(i, self.evses[i].stop(E.R_METER_FAULT, now, out), now, out)
-        elif not s.meter_fault:
-            s.meter_fault = True
-            self._persist(i, out)
-
-    def _on_meter_ok(self, i, data, now, out):
-        self._meter_down[i] = False
-
-    def _on_clear(self, i, data, now, out):
-        ev = self.evses[i]
-        if not ev.oos and not ev.faults:
-            self._error(out, i + 1, E.ERR_BAD_EVENT, "clear: EVSE is not out of service")
-            return
-        self._happen(i, ev.clear(now, out), now, out)
-
     # -- wall clock, local list, restore -------------------------------------------------
     def _on_time(self, data, now, out):
         if not _is_int(data) or not 0 <= data < MAX_EPOCH_S:
@@ -332,3 +213,4 @@ _HANDLERS = {
     E.EV_TIME: (Controller._on_time, False),
     E.EV_LOCAL_LIST: (Controller._on_local_list, False),
 }
+
