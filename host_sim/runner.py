@@ -56,7 +56,9 @@ def firmware_command(interpreter, ports, flash, build_dir):
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         return [sys.executable, "-m", "firmware.app", "--board", "host"] + args, env
-    env["MICROPYPATH"] = build_dir + ":" + ROOT
+    # ".frozen" keeps the unix port's frozen modules (asyncio) importable: MICROPYPATH
+    # replaces the default sys.path, which starts with it.
+    env["MICROPYPATH"] = build_dir + ":.frozen:" + ROOT
     return [micropython_exe(), "-X", "heapsize=128k", "-m", "firmware.app",
             "--board", "unix"] + args, env
 
