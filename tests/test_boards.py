@@ -311,3 +311,90 @@ def test_shared_bus_lets_one_meter_at_a_time_and_takes_turns():
         if ev is not None:
             got.append((ev[0], ev[1][1]))
     assert got[:6] == [(0, "a"), (1, "b"), (2, "c"), (0, "a"), (1, "b"), (2, "c")], got
+
+
+class _FakeMachine:
+    """Just enough of `machine` to run the esp32 board on CPython and record what it opened."""
+
+    def __init__(self):
+        opened = self.opened = []
+
+        class Pin:
+            IN, OUT, PULL_UP = 1, 3, 2
+
+            def __init__(self, n, mode=-1, pull=-1, value=None):
+                self.n, self.mode, self.pull, self.v = n, mode, pull, value or 0
+                opened.append(("Pin", n, mode, pull))
+
+            def value(self, v=None):
+                if v is None:
+                    return self.v
+                self.v = v
+
+        class PWM:
+            def __init__(self, pin, freq=None, duty_u16=None):
+                opened.append(("PWM", pin.n, freq, duty_u16))
+
+            def freq(self, hz):
+                pass
+
+            def duty_u16(self, v):
+                pass
+
+        class ADC:
+            ATTN_11DB = 3
+
+            def __init__(self, pin, atten=None):
+                opened.append(("ADC", pin.n, atten))
+
+            def read_uv(self):
+                return 1000000
+
+        class UART:
+            def __init__(self, num, **kw):
+                opened.append(("UART", num, kw.get("baudrate"),
+                               kw["tx"].n if "tx" in kw else None, kw["rx"].n))
+
+        self.Pin, self.PWM, self.ADC, self.UART = Pin, PWM, ADC, UART
+
+
+def _esp32_board(monkeypatch):
+    import importlib
+    import sys
+
+    fake = _FakeMachine()
+    monkeypatch.setitem(sys.modules, "machine", fake)
+    monkeypatch.delitem(sys.modules, "hal.boards.esp32", raising=False)
+    return importlib.import_module("hal.boards.esp32"), fake
+
+
+def test_esp32_board_defaults_and_pin_rules(monkeypatch):
+    from firmware.config import load
+
+    esp32, fake = _esp32_board(monkeypatch)
+    cfg = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
+    board = esp32.build(cfg)
+    opened = fake.opened
+    assert ("UART", 1, 115200, 22, 21) in opened  # PN532 on UART1, default pins
+    assert ("UART", 2, 9600, 17, 16) in opened  # Modbus on UART2
+    assert ("PWM", 25, 1000, 65535) in opened  # steady +12 V at boot
+    assert ("ADC", 36, 3) in opened and ("ADC", 39, 3) in opened
+    assert ("Pin", 26, 3, -1) in opened and ("Pin", 27, 1, 2) in opened  # coil, mirror pull-up
+    assert board.contactors[0].poll(0) is None and board.proximity[0] is not None
+    # ADC2 pins and UART0 are refused with the field named
+    bad_adc = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
+    bad_adc["pins"]["cp_adc"] = [25]
+    with pytest.raises(common.ConfigError, match=r"pins.cp_adc\[0\].*ADC1"):
+        esp32.build(bad_adc)
+    uart0 = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
+    uart0["reader"]["uart"] = 0
+    with pytest.raises(common.ConfigError, match="reader.uart.*REPL"):
+        esp32.build(uart0)
+    same = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
+    same["meter"]["uart"] = 1
+    with pytest.raises(common.ConfigError, match="meter.uart.*taken"):
+        esp32.build(same)
+    rdm = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}], "reader": "rdm6300"})
+    fake.opened.clear()
+    esp32.build(rdm)
+    assert ("UART", 1, 9600, None, 21) in fake.opened  # RX only

@@ -12,10 +12,12 @@ class ConfigError(ValueError):
 
 
 def field(config, path, default=ConfigError):
-    """config["a"]["b"] for path "a.b"; ConfigError naming the path when missing."""
+    """config["a"]["b"] for path "a.b"; a missing or None value gives `default`, or a
+    ConfigError naming the path when there is none (firmware/config.py uses None for "the
+    board's default")."""
     node = config
     for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
+        if not isinstance(node, dict) or node.get(key) is None:
             if default is ConfigError:
                 raise ConfigError("config field '%s' is missing" % path)
             return default

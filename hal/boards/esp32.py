@@ -30,6 +30,15 @@ ADC1_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
 FREE_UARTS = (1, 2)
 NO_PULLUP_PINS = (34, 35, 36, 37, 38, 39)
 UART_RXBUF = 512
+# Used where the config leaves a pin as None ("the board's default"): a plain ESP32-WROOM
+# devkit, no flash/PSRAM pins (6-11, 16/17 on PSRAM boards excepted), strapping pins only as
+# inputs. Per EVSE: coil, mirror, cp_pwm, cp_adc (ADC1), pp_adc (ADC1).
+DEFAULT_EVSE_PINS = (
+    {"coil": 26, "mirror": 27, "cp_pwm": 25, "cp_adc": 36, "pp_adc": 39},
+    {"coil": 13, "mirror": 14, "cp_pwm": 19, "cp_adc": 34, "pp_adc": 35},
+)
+DEFAULT_UART_PINS = {"reader": (22, 21), "meter": (17, 16)}  # (tx, rx)
+DEFAULT_DE_PIN = 4
 
 
 def _adc1(pin, name):
@@ -49,15 +58,29 @@ def _uart(section, default_baud, used):
                                                                                 num))
     used.append(num)
     baud = field(section, "baud", default_baud)
-    tx = field(section, "tx", None)
-    rx = field(section, "rx", None)
-    if rx is None:
-        raise ConfigError("config field '%s.rx' is missing" % section["_name"])
+    tx, rx = DEFAULT_UART_PINS[section["_name"]]
+    rx = field(section, "rx", rx)
+    tx = field(section, "tx", None if section.get("_rx_only") else tx)
     if tx is None:
         return UART(num, baudrate=baud, rx=Pin(rx), timeout=0, timeout_char=0,
                     rxbuf=UART_RXBUF)
     return UART(num, baudrate=baud, tx=Pin(tx), rx=Pin(rx), timeout=0, timeout_char=0,
                 rxbuf=UART_RXBUF)
+
+
+def _pins(config, role, n):
+    """pins.<role>: one GPIO per EVSE, the board default where the config says None."""
+    values = field(config, "pins." + role, [None] * n)
+    if not isinstance(values, list) or len(values) != n:
+        raise ConfigError("config field 'pins.%s' needs one entry per EVSE (%d)" % (role, n))
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            if i >= len(DEFAULT_EVSE_PINS):
+                raise ConfigError("config field 'pins.%s[%d]' has no default" % (role, i))
+            v = DEFAULT_EVSE_PINS[i][role]
+        out.append(v)
+    return out
 
 
 def _input(pin):
@@ -69,14 +92,12 @@ def _input(pin):
 def build(config, reader=None, meter=None):
     """Board from config; `reader`/`meter` may pass already-open UART objects instead."""
     n = evse_count(config)
-    pins = field(config, "pins")
-    coil = per_evse(config, "pins.coil", n)
-    mirror = per_evse(config, "pins.mirror", n)
-    cp_pwm = per_evse(config, "pins.cp_pwm", n)
-    cp_adc = per_evse(config, "pins.cp_adc", n)
-    pp_adc = field(pins, "pp_adc", [None] * n)
-    if not isinstance(pp_adc, list) or len(pp_adc) != n:
-        raise ConfigError("config field 'pins.pp_adc' needs one entry per EVSE (%d)" % n)
+    pins = field(config, "pins", {})
+    coil = _pins(config, "coil", n)
+    mirror = _pins(config, "mirror", n)
+    cp_pwm = _pins(config, "cp_pwm", n)
+    cp_adc = _pins(config, "cp_adc", n)
+    pp_adc = _pins(config, "pp_adc", n)
     io = []
     for i in range(n):
         pwm = PWM(Pin(cp_pwm[i]), freq=PWM_HZ, duty_u16=65535)  # steady +12 V: state A1
@@ -92,7 +113,7 @@ def build(config, reader=None, meter=None):
     reader_uart = reader
     kind = reader_type(config)
     if kind != "none" and reader_uart is None:
-        section = dict(field(config, "reader"), _name="reader")
+        section = dict(field(config, "reader"), _name="reader", _rx_only=kind == "rdm6300")
         reader_uart = _uart(section, 115200 if kind == "pn532" else 9600, used)
 
     meter_uart = meter
@@ -103,7 +124,7 @@ def build(config, reader=None, meter=None):
         section = dict(field(config, "meter"), _name="meter")
         if meter_uart is None:
             meter_uart = _uart(section, 9600, used)
-        de = field(section, "de_pin", None)
+        de = field(section, "de_pin", DEFAULT_DE_PIN)
         de_pin = None if de is None else Pin(de, Pin.OUT, value=0)
     elif mkind == "s0":
         s0_pins = [_input(p) for p in per_evse(config, "meter.s0_pins", n)]
