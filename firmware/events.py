@@ -6,6 +6,12 @@ documented per kind. The shell builds events from drivers and the uplink, calls
 ``Controller.step(event, now)`` with ``now`` = ``ticks_ms()``, and executes the returned actions in
 order. ``Controller.next_deadline()`` says when to send the next ``tick`` (ticks value or None).
 
+Shell duties the core relies on: report the pilot whenever its state OR diode_ok changes;
+report the contactor mirror after the settle window of the LATEST command (a report that
+contradicts the latest command is read as welded / stuck open); send `time` at boot; execute
+actions in order (a CDR `outbox` comes before the `persist` None of its session). The first
+`step` after construction also emits the boot outputs: contactor open, PWM off, state, status.
+
 Events (shell -> core)
 ----------------------
 pilot        evse  (state, diode_ok): state "A".."F", diode_ok bool (negative half seen)
@@ -39,8 +45,10 @@ send         0     non-durable uplink request; msg["type"] in MSG_AUTHORIZE_STAR
                    "CPOPartnerSessionID"
 outbox       0     durable uplink message with unique "id"; msg["type"] in MSG_NOTIFICATION
                    (OICP ChargingNotification fields incl. "Type": Start|Progress|End|Error),
-                   MSG_CDR (OICP ChargeDetailRecord fields), MSG_EVSE_STATUS
-                   ({"EvseID", "EvseStatus"})
+                   MSG_CDR (OICP ChargeDetailRecord fields, id "cdr-<local id>"),
+                   MSG_EVSE_STATUS ({"EvseID", "EvseStatus"}). OperatorID is added by the
+                   bridge. CPOPartnerSessionID is always our local id; SessionID equals it when
+                   the session has no Hubject SessionID (local list, not post-authorized)
 persist      0     (key, value): key "session.<n>" or "locallist"; value None = delete
 auth         evse  {"uid", "result", "code"}: what the driver is shown; result is one of
                    oicp_status.driver_display's values
