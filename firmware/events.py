@@ -14,7 +14,8 @@ actions in order (a CDR `outbox` comes before the `persist` None of its session)
 
 Events (shell -> core)
 ----------------------
-pilot        evse  (state, diode_ok): state "A".."F", diode_ok bool (negative half seen)
+pilot        evse  (state, diode_ok): state "A".."F", diode_ok bool (negative half seen), or
+                   None when it cannot be measured (no PWM running: B1, or states A/E/F)
 pp           evse  cable amps from PP: -1 = coding error, 0 = no cable, else 13/20/32/63
 contactor    evse  confirmed mirror state after settling: "open"|"closed"|"welded"|"stuck_open"
 meter        evse  energy register, int Wh (monotonic; the core tolerates resets by flagging)

@@ -67,8 +67,9 @@ class PowerEvents:
     def _on_pilot(self, i, data, now, out):
         if not isinstance(data, (tuple, list)) or len(data) != 2 \
                 or data[0] not in ("A", "B", "C", "D", "E", "F") \
-                or not isinstance(data[1], bool):
-            self._error(out, i + 1, E.ERR_BAD_EVENT, "pilot: need (state A..F, diode_ok bool)")
+                or not (data[1] is None or isinstance(data[1], bool)):
+            self._error(out, i + 1, E.ERR_BAD_EVENT,
+                        "pilot: need (state A..F, diode_ok bool or None)")
             return
         self._happen(i, self.evses[i].on_pilot(data[0], data[1], now, out), now, out)
 
