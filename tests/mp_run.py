@@ -1,6 +1,9 @@
 """A tiny test runner for the MicroPython unix port (no pytest there).
 
-    micropython -X heapsize=128k tests/mp_run.py tests/mp/test_x.py [...]
+    micropython -X heapsize=128k tests/mp_run.py [--mpy DIR] tests/mp/test_x.py [...]
+
+With --mpy DIR the firmware and drivers come from DIR (mpy-cross output, as on the device)
+ahead of the sources; the test file itself is compiled from source.
 
 Imports each file as a module, calls every `test_*` function, prints one line per failure with
 its traceback and closes with `N passed, N failed`. Exit status 1 if anything failed. The same
@@ -43,5 +46,9 @@ def run(paths):
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
     sys.path.insert(0, ".")
-    sys.exit(1 if run(sys.argv[1:]) else 0)
+    if args and args[0] == "--mpy":
+        sys.path.insert(0, args[1])
+        args = args[2:]
+    sys.exit(1 if run(args) else 0)
