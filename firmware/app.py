@@ -31,7 +31,7 @@ from firmware.config import ConfigError
 from firmware.config import load as load_config
 from firmware.controller import Controller
 from firmware.ids import new_session_id
-from firmware.store import Outbox, Store
+from firmware.store import Outbox, OutboxFull, Store
 from hal.compat import ticks_add, ticks_diff, ticks_ms
 from hal.rdm6300 import oicp_uid
 
@@ -223,12 +223,31 @@ class Shell:
         self.out("error", kind="uplink", message="offline, not sent: " + msg.get("type", "?"))
 
     def _do_outbox(self, evse, msg, now):
-        self.outbox.add(msg["id"], msg)
+        try:
+            self.outbox.add(msg["id"], msg)
+        except OutboxFull:
+            self._make_room(msg)
         kind = msg.get("type")
         if kind == E.MSG_CDR:
             self.out("cdr", session_id=msg.get("SessionID"), record=msg)
         elif kind == E.MSG_NOTIFICATION:
             self.out("notification", type=msg.get("Type"), session_id=msg.get("SessionID"))
+
+    def _make_room(self, msg):
+        """Outbox full (uplink down for long): drop the oldest message that is superseded or
+        optional (EVSE status, charging notification), loudly. A CDR is never dropped: if only
+        CDRs wait, the outbox grows past its limit (flash holds thousands)."""
+        for old_id, old in self.outbox.pending():
+            if old.get("type") != E.MSG_CDR:
+                self.outbox.ack(old_id)
+                self.out("error", kind="outbox_full",
+                         message="dropped {} {} to make room".format(old.get("type"), old_id))
+                break
+        else:
+            self.outbox.limit += 1
+            self.out("error", kind="outbox_full", message="only CDRs waiting; limit raised to "
+                     + str(self.outbox.limit))
+        self.outbox.add(msg["id"], msg)
 
     def _do_persist(self, evse, kv, now):
         self.store.put(kv[0], kv[1])

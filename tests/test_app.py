@@ -1,0 +1,169 @@
+"""The firmware shell (firmware/app.py) with scripted drivers: what it feeds the core, what it
+does with the core's actions, and how it copes with a full outbox and bad console input."""
+
+import pytest
+
+from firmware import config
+from firmware.app import Shell, parse_args
+from firmware.store import Store
+
+UID = "04A1B2C3"
+
+
+class Script:
+    """A driver whose poll() returns queued events, then None."""
+
+    def __init__(self):
+        self.queue = []
+        self.failed = False
+        self.calls = []
+
+    def poll(self, now):
+        return self.queue.pop(0) if self.queue else None
+
+    def set(self, closed, now):
+        self.calls.append(("set", closed))
+
+    def set_duty(self, duty):
+        self.calls.append(("duty", duty))
+
+    def cable_amps(self):
+        return 32
+
+
+class Board:
+    def __init__(self, n):
+        self.reader = Script()
+        self.meters = [Script() for _ in range(n)]
+        self.contactors = [Script() for _ in range(n)]
+        self.pilots = [Script() for _ in range(n)]
+        self.proximity = [Script() for _ in range(n)]
+
+
+def make_shell(tmp_path, **extra):
+    cfg = config.load(dict({"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1"}]}, **extra))
+    store = Store(str(tmp_path))
+    store.put("authlist", {"version": 1, "uids": [UID]})
+    events = []
+    shell = Shell(cfg, Board(1), store, out=lambda ev, **f: events.append(dict(f, ev=ev)))
+    return shell, events, store
+
+
+def run(shell, ms, start=0):
+    for now in range(start, start + ms, 2):
+        shell.poll_once(now)
+    return start + ms
+
+
+def kinds(events, ev):
+    return [e for e in events if e["ev"] == ev]
+
+
+def test_a_local_card_charges_and_the_cdr_lands_in_the_outbox(tmp_path):
+    shell, events, store = make_shell(tmp_path)
+    b = shell.board
+    shell.boot(0)
+    b.contactors[0].queue.append(("open", None))
+    b.pilots[0].queue.append(("pilot", ("B", None)))
+    b.meters[0].queue.append(("reading", {"energy_wh": 1000}))
+    t = run(shell, 20)
+    b.reader.queue.append(("tap", (UID, 4)))
+    t = run(shell, 20, t)
+    assert kinds(events, "auth")[-1]["result"] == "accepted"
+    assert ("duty", 267) in b.pilots[0].calls  # 32 A cable, 16 A EVSE default: 16 A
+    b.pilots[0].queue.append(("pilot", ("C", True)))
+    t = run(shell, 20, t)
+    assert ("set", True) in b.contactors[0].calls
+    b.meters[0].queue.append(("reading", {"energy_wh": 3500}))
+    t = run(shell, 20, t)
+    b.pilots[0].queue.append(("pilot", ("A", None)))  # unplugged under load
+    t = run(shell, 20, t)
+    assert b.contactors[0].calls[-1] == ("set", False)
+    cdr = kinds(events, "cdr")
+    assert len(cdr) == 1 and cdr[0]["record"]["ConsumedEnergy"] == 2.5
+    assert any(m.get("type") == "cdr" for _, m in shell.outbox.pending())
+
+
+def test_rdm6300_ids_become_oicp_uids(tmp_path):
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)
+    shell.board.reader.queue.append(("tap", ("0A1B2C3D4E", 5)))
+    run(shell, 10)
+    assert kinds(events, "card")[0]["uid"] == "00000A1B2C3D4E"
+
+
+def test_meter_failure_and_recovery_are_fed_once_each(tmp_path):
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)
+    m = shell.board.meters[0]
+    m.failed = True
+    m.queue += [("error", OSError("timeout")), ("error", OSError("timeout"))]
+    t = run(shell, 20)
+    assert shell.meter_failed == [True]
+    m.failed = False
+    m.queue.append(("reading", {"energy_wh": 5}))
+    run(shell, 20, t)
+    assert shell.meter_failed == [False]
+
+
+def test_full_outbox_drops_the_oldest_status_never_a_cdr(tmp_path):
+    shell, events, _ = make_shell(tmp_path)
+    shell.outbox.limit = 3
+    shell._do_outbox(0, {"id": "cdr-1", "type": "cdr"}, 0)
+    shell._do_outbox(0, {"id": "s-1", "type": "evse_status"}, 0)
+    shell._do_outbox(0, {"id": "cdr-2", "type": "cdr"}, 0)
+    shell._do_outbox(0, {"id": "cdr-3", "type": "cdr"}, 0)
+    assert shell.outbox.ids() == ["cdr-1", "cdr-2", "cdr-3"]
+    shell._do_outbox(0, {"id": "cdr-4", "type": "cdr"}, 0)  # only CDRs left: limit grows
+    assert shell.outbox.ids() == ["cdr-1", "cdr-2", "cdr-3", "cdr-4"]
+    assert len(kinds(events, "error")) == 2
+
+
+def test_console_commands_and_bad_input(tmp_path):
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)
+    shell.command("frobnicate 3\n", 0)
+    shell.command("clear x\n", 0)
+    shell.command("\n", 0)
+    assert [e["kind"] for e in kinds(events, "error")] == ["console", "console"]
+    shell.command("heap\n", 0)
+    assert kinds(events, "heap")
+    shell.command("quit\n", 0)
+    assert not shell.running
+
+
+def test_a_session_open_at_power_cut_is_closed_at_boot_with_one_cdr(tmp_path):
+    shell, events, store = make_shell(tmp_path)
+    b = shell.board
+    shell.boot(0)
+    b.contactors[0].queue.append(("open", None))
+    b.pilots[0].queue.append(("pilot", ("C", None)))
+    b.meters[0].queue.append(("reading", {"energy_wh": 100}))
+    t = run(shell, 20)
+    b.reader.queue.append(("tap", (UID, 4)))
+    t = run(shell, 20, t)
+    b.pilots[0].queue.append(("pilot", ("C", True)))  # PWM on: the diode is measurable
+    t = run(shell, 20, t)
+    assert ("set", True) in b.contactors[0].calls
+    assert store.keys("session.")  # the open session is on flash
+    # power cut: a new shell on the same flash directory
+    shell2, events2, _ = make_shell(tmp_path)
+    shell2.boot(0)
+    shell2.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
+    run(shell2, 20)
+    cdrs = kinds(events2, "cdr")
+    assert len(cdrs) == 1 and cdrs[0]["record"]["ConsumedEnergy"] == 0.8
+    assert not store.keys("session.")
+    shell3, events3, _ = make_shell(tmp_path)  # and once more: nothing left to close
+    shell3.boot(0)
+    run(shell3, 20)
+    assert not kinds(events3, "cdr")
+
+
+def test_parse_args():
+    opts, ports = parse_args(["--board", "unix", "--flash", "d", "--reader-port", "/dev/x"])
+    assert opts == {"board": "unix", "flash": "d"} and ports == {"reader": "/dev/x"}
+    with pytest.raises(ValueError):
+        parse_args(["--bogus", "1"])
+    with pytest.raises(ValueError):
+        parse_args(["--board"])
