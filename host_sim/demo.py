@@ -28,9 +28,9 @@ SCRIPT = (
      ["remove", "ev 1 charge"], ["expect contactor 1 closed within 3"]),
     ("Charging for 4 seconds ...", ["wait 4"], []),
     ("The driver taps again to stop: the contactor opens, the session ends.",
-     ["tap " + CARD], ["expect contactor 1 open within 1", "expect session_end 1"]),
-    ("The charge detail record reports the energy.", [],
-     ["expect cdr energy_kwh > 0"]),
+     ["tap " + CARD],
+     ["expect contactor 1 open within 1", "expect session_end 1 reason Local",
+      "expect cdr ConsumedEnergy > 0"]),
 )
 
 
@@ -38,8 +38,9 @@ def _describe(event):
     ev = event["ev"]
     if ev == "cdr":
         rec = event.get("record", {})
-        energy = rec.get("energy_kwh", rec.get("ConsumedEnergy"))
-        return "cdr: session {} energy {} kWh".format(event.get("session_id"), energy)
+        return "cdr: session {} energy {} kWh ({} .. {})".format(
+            event.get("session_id"), rec.get("ConsumedEnergy"), rec.get("SessionStart"),
+            rec.get("SessionEnd"))
     fields = {k: v for k, v in event.items() if k not in ("t", "ev")}
     return "{}: {}".format(ev, json.dumps(fields, sort_keys=True))
 
@@ -67,13 +68,15 @@ def run(interpreter="cpython", out=sys.stdout):
                     for e in sim.events[first:]:
                         if e["ev"] in KEY_EVENTS:
                             say("    [{:7.3f}] {}".format(e["t"], _describe(e)))
+            cdr = [e for e in sim.events if e["ev"] == "cdr"]
     except scenario.ScenarioFailed as e:
         say("\nDEMO FAILED:\n{}".format(e))
         return 1
     except RunnerError as e:
         say("\nDEMO COULD NOT RUN: {}".format(e))
         return 1
-    say("\nDemo complete: accepted, refused, charged, stopped, energy reported.")
+    say("\nDemo complete: accepted, refused, charged, stopped; the CDR reports {} kWh."
+        .format(cdr[-1]["record"].get("ConsumedEnergy")))
     return 0
 
 
