@@ -467,7 +467,7 @@ class _Watched:
     def next_event(self, now):
         return self._dev.next_event(now)
 
-    def status(self, now=0.0):
+    def status(self, now):
         return self._dev.status(now)
 
 
@@ -545,10 +545,8 @@ class DeviceBench:
             m.set_fault("ok" if ok else "fail", self.clock())
 
     def status(self):
-        out = {"simio": self.simio.status(self.clock()), "meter": self.bus.status()}
-        if self.reader is not None:
-            out["reader"] = self.reader.status()
-        return out
+        """Every device's state plus its pty counters (Hub.status: one `now` for all)."""
+        return self.hub.status()
 
     # -- I/O --------------------------------------------------------------------------------
     def run_once(self, timeout_s):

@@ -262,3 +262,23 @@ def test_boot_timeout_and_bad_options_raise_runner_error():
 
 def _first(events, kind):
     return next(e for e in events if e["ev"] == kind)
+
+
+@pytest.mark.parametrize("reader", ("pn532", "rdm6300"))
+def test_hub_status_calls_every_device_with_now(reader):
+    """Hub.status() passes its time to each device's status(now): readers, SDM bus and simio."""
+    from host_sim.runner import DeviceBench
+
+    bench = DeviceBench(evses=2, reader=reader, with_reader=True, clock=time.monotonic)
+    try:
+        bench.plug(1, 32)
+        st = bench.status()
+        json.dumps(st)
+        assert sorted(st) == ["meter", "reader", "simio"]
+        assert all("path" in st[name]["port"] for name in st)
+        evses = st["simio"]["device"]["evses"]
+        assert [e["ev"]["plugged"] for e in evses] == [True, False]
+        assert len(st["meter"]["device"]["meters"]) == 2
+        assert ("sam" in st["reader"]["device"]) == (reader == "pn532")
+    finally:
+        bench.close()

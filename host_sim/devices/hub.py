@@ -5,6 +5,13 @@ One `selectors` loop, so the runner can drive a whole charge point (and a consol
 with the current time, then collects what every device has to send at that time. The select
 time-out is cut to the earliest `next_event` of any device, so timed answers (PN532 responses,
 Modbus turnaround, contactor travel, RDM6300 repeats) leave on time.
+
+The device protocol (what `attach` expects), all times in seconds of the hub's clock:
+    feed(data, now)      bytes the firmware wrote
+    pending(now)         bytes to send now (b"" if none)
+    next_event(now)      when the device next has something to send, or None
+    status(now)          a JSON-able dict; `Hub.status()` calls it with the hub's time, so a
+                         device whose status does not depend on time still takes `now`
 """
 
 import selectors

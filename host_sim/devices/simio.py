@@ -99,7 +99,8 @@ class SimIo:
         times = [t for t in (e.contactor.next_event(now) for e in self.evses) if t is not None]
         return min(times) if times else None
 
-    def status(self, now=0.0):
+    def status(self, now):
+        """`now` is required: the contactor's state depends on its travel time."""
         return {"hello": self.said_hello, "lines_in": self.lines_in, "malformed": self.malformed,
                 "errors": list(self.errors),
                 "evses": [e.status(now) for e in self.evses]}
