@@ -10,7 +10,7 @@ output on the input-only GPIO 34-39.
 import json
 
 from firmware.ids import IdError, check_cp_id, check_evse_id
-from hal.meters import MODELS
+from hal.meter_models import MODELS
 
 POLICIES = ("deny", "local_only", "local_and_cache", "free_vend")
 MAX_EVSES = 4
@@ -18,7 +18,7 @@ MAX_EVSES = 4
 READER_TYPES = ("pn532", "rdm6300", "none")  # "none": no reader (free vend, remote only)
 READER_BAUD = {"pn532": 115200, "rdm6300": 9600}
 METER_TYPES = ("modbus", "s0", "none")  # "none": no meter (the boards accept it too)
-METER_MODELS = tuple(sorted(MODELS))  # one table: hal.meters, where a new model is a new row
+METER_MODELS = tuple(sorted(MODELS))  # one table: hal.meter_models, a new model is a new row
 PIN_ROLES = ("coil", "mirror", "cp_pwm", "cp_adc", "pp_adc")
 
 # Generic ESP32 (no PSRAM): usable GPIOs; 6-11 drive the SPI flash; 34-39 are input-only.

@@ -1,95 +1,37 @@
-"""Modbus energy meters as data: adding a model is one new row in MODELS.
+"""Modbus energy meters: decoding and the read cycle of one meter; the table is hal.meter_models.
 
-Each field of a row is (key, function code, register, type, word order, exp): the register value
-times 10**exp is the quantity in the unit the key names (`energy_wh` in Wh, `power_w` in W,
-`voltage_v` in V, `current_a` in A; `_l2`/`_l3` keys are the other phases). `Meter` groups
-contiguous registers into one request and returns a reading only when every field of one cycle
-has been read and decoded; energy is an exact integer in Wh, never rounded through a float.
-Register facts: reference/hardware.md section 3 and volkszaehler/mbmd meters/rs485/*.go.
+A row's fields (key, function code, register, type, word order, exp) are described there.
+`Meter` groups contiguous registers into one request and returns a reading only when every
+field of one cycle has been read and decoded; energy is an exact integer in Wh, never rounded
+through a float.
 """
 
 import struct
 
 from hal.compat import const, ticks_add, ticks_diff
-from hal.modbus import MAX_REGS
 
-# Register types.
-U16 = const(1)
-I16 = const(2)
-U32 = const(3)
-I32 = const(4)
-U64 = const(5)
-F32 = const(6)
-WORDS = {U16: 1, I16: 1, U32: 2, I32: 2, U64: 4, F32: 2}
+# Register types and word orders: the numbers of hal.meter_models (U16..F32, HI_/LO_FIRST).
+_I16 = const(2)
+_I32 = const(4)
+_U64 = const(5)
+_F32 = const(6)
+_HI_FIRST = const(0)
 
-# Word order of multi-register values (bytes within a register are always big-endian).
-HI_FIRST = const(0)  # high word in the lower register address (Eastron, ABB, Orno)
-LO_FIRST = const(1)  # low word first (Carlo Gavazzi EM340, Phoenix EEM)
 
-FC3 = const(0x03)
-FC4 = const(0x04)
+def words(typ):
+    """Registers a value of type `typ` spans."""
+    return 4 if typ == _U64 else 2 if typ > _I16 else 1
 
-MODELS = {
-    # Eastron: FC 04 input registers, float32 high word first, energy in kWh (hardware.md 3.2).
-    "sdm120": {
-        "name": "Eastron SDM120-Modbus",
-        "baud": 2400,
-        "fields": (
-            ("voltage_v", FC4, 0x0000, F32, HI_FIRST, 0),
-            ("current_a", FC4, 0x0006, F32, HI_FIRST, 0),
-            ("power_w", FC4, 0x000C, F32, HI_FIRST, 0),
-            ("energy_wh", FC4, 0x0048, F32, HI_FIRST, 3),
-        ),
-    },
-    "sdm630": {
-        "name": "Eastron SDM630 v2",
-        "baud": 9600,
-        "max_regs": 80,  # SmartEVSE: "max read count 80"
-        "fields": (
-            ("voltage_v", FC4, 0x0000, F32, HI_FIRST, 0),
-            ("voltage_l2_v", FC4, 0x0002, F32, HI_FIRST, 0),
-            ("voltage_l3_v", FC4, 0x0004, F32, HI_FIRST, 0),
-            ("current_a", FC4, 0x0006, F32, HI_FIRST, 0),
-            ("current_l2_a", FC4, 0x0008, F32, HI_FIRST, 0),
-            ("current_l3_a", FC4, 0x000A, F32, HI_FIRST, 0),
-            ("power_w", FC4, 0x0034, F32, HI_FIRST, 0),  # total of the three phases
-            ("energy_wh", FC4, 0x0048, F32, HI_FIRST, 3),
-        ),
-    },
-    # ABB B23: FC 03, integers; all-ones (unsigned) or 0x7FFF... (signed) mean "not available".
-    # Default baud rate is not in the fact sheet: 9600 is an assumption, check the meter's menu.
-    "abb_b23": {
-        "name": "ABB B23",
-        "baud": 9600,
-        "sentinels": True,
-        "fields": (
-            ("energy_wh", FC3, 0x5000, U64, HI_FIRST, 1),  # 0.01 kWh
-            ("voltage_v", FC3, 0x5B00, U32, HI_FIRST, -1),
-            ("voltage_l2_v", FC3, 0x5B02, U32, HI_FIRST, -1),
-            ("voltage_l3_v", FC3, 0x5B04, U32, HI_FIRST, -1),
-            ("current_a", FC3, 0x5B0C, U32, HI_FIRST, -2),
-            ("current_l2_a", FC3, 0x5B0E, U32, HI_FIRST, -2),
-            ("current_l3_a", FC3, 0x5B10, U32, HI_FIRST, -2),
-            ("power_w", FC3, 0x5B14, I32, HI_FIRST, -2),
-        ),
-    },
-    # Orno WE-516/WE-517: FC 03 holding registers, float32 kWh / V / A, power in kW.
-    # Default baud rate not in the fact sheet: 9600 is an assumption.
-    "orno_we516": {
-        "name": "Orno WE-516",
-        "baud": 9600,
-        "fields": (
-            ("voltage_v", FC3, 0x000E, F32, HI_FIRST, 0),
-            ("voltage_l2_v", FC3, 0x0010, F32, HI_FIRST, 0),
-            ("voltage_l3_v", FC3, 0x0012, F32, HI_FIRST, 0),
-            ("current_a", FC3, 0x0016, F32, HI_FIRST, 0),
-            ("current_l2_a", FC3, 0x0018, F32, HI_FIRST, 0),
-            ("current_l3_a", FC3, 0x001A, F32, HI_FIRST, 0),
-            ("power_w", FC3, 0x001C, F32, HI_FIRST, 3),  # kW
-            ("energy_wh", FC3, 0x0108, F32, HI_FIRST, 3),  # import; 0x0100 is the total
-        ),
-    },
-}
+
+def __getattr__(name):
+    """The table names (MODELS, plan_requests, U16, ...) for tools and tests: they live in
+    hal.meter_models, loaded only when asked for, so the run time need not keep them."""
+    from hal import meter_models
+
+    try:
+        return getattr(meter_models, name)
+    except AttributeError:
+        raise AttributeError(name) from None
 
 
 class MeterValueError(ValueError):
@@ -100,7 +42,7 @@ class MeterValueError(ValueError):
 def unsigned(regs, i, nwords, order):
     """The unsigned integer in regs[i:i+nwords] with the given word order."""
     v = 0
-    if order == HI_FIRST:
+    if order == _HI_FIRST:
         for k in range(nwords):
             v = (v << 16) | regs[i + k]
     else:
@@ -111,9 +53,9 @@ def unsigned(regs, i, nwords, order):
 
 def raw_value(regs, i, typ, order):
     """The register content as an int (F32: its 32 raw bits)."""
-    nwords = WORDS[typ]
+    nwords = words(typ)
     v = unsigned(regs, i, nwords, order)
-    if typ == I16 or typ == I32:
+    if typ == _I16 or typ == _I32:
         top = 1 << (16 * nwords - 1)
         if v & top:
             v -= top << 1
@@ -159,23 +101,23 @@ def scaled_int(raw, exp):
 
 def is_sentinel(raw_unsigned, typ):
     """ABB-style 'not available': all ones (unsigned types) or the largest positive (signed)."""
-    bits = 16 * WORDS[typ]
-    if typ == I16 or typ == I32:
+    bits = 16 * words(typ)
+    if typ == _I16 or typ == _I32:
         return raw_unsigned == (1 << (bits - 1)) - 1
     return raw_unsigned == (1 << bits) - 1
 
 
 def field_value(regs, i, key, typ, order, exp, sentinels=False):
     """One decoded quantity: int Wh for `energy_wh`, a float for everything else."""
-    if sentinels and is_sentinel(unsigned(regs, i, WORDS[typ], order), typ):
+    if sentinels and is_sentinel(unsigned(regs, i, words(typ), order), typ):
         raise MeterValueError("%s: meter reports 'not available'" % key)
     raw = raw_value(regs, i, typ, order)
     if key == "energy_wh":
-        wh = float32_scaled_int(raw, exp) if typ == F32 else scaled_int(raw, exp)
+        wh = float32_scaled_int(raw, exp) if typ == _F32 else scaled_int(raw, exp)
         if wh < 0:
             raise MeterValueError("negative energy register %d" % wh)
         return wh
-    if typ == F32:
+    if typ == _F32:
         f = float32(raw)
         if f != f or f in (float("inf"), float("-inf")):
             raise MeterValueError("%s: float32 NaN or infinity" % key)
@@ -183,30 +125,6 @@ def field_value(regs, i, key, typ, order, exp, sentinels=False):
     if exp >= 0:
         return float(raw * 10**exp)
     return raw / 10 ** (-exp)
-
-
-def plan_requests(model):
-    """Group a model's fields into reads: same function code and contiguous registers share
-    one request (up to the model's or Modbus' register limit).
-
-    Returns a tuple of (fc, reg, count, ((key, offset, typ, order, exp), ...)).
-    """
-    limit = model.get("max_regs", MAX_REGS)
-    fields = sorted(model["fields"], key=lambda f: (f[1], f[2]))
-    plan = []
-    cur = None
-    for key, fc, reg, typ, order, exp in fields:
-        n = WORDS[typ]
-        if cur is not None and cur[0] == fc and cur[1] + cur[2] == reg and cur[2] + n <= limit:
-            cur[3].append((key, reg - cur[1], typ, order, exp))
-            cur[2] += n
-            continue
-        if cur is not None:
-            plan.append((cur[0], cur[1], cur[2], tuple(cur[3])))
-        cur = [fc, reg, n, [(key, 0, typ, order, exp)]]
-    if cur is not None:
-        plan.append((cur[0], cur[1], cur[2], tuple(cur[3])))
-    return tuple(plan)
 
 
 def decode_request(regs, fields, sentinels, out):
@@ -233,10 +151,12 @@ class Meter:
     """
 
     def __init__(self, master, model, address, interval_ms=1000, max_errors=3):
+        from hal import meter_models  # boot time only: the plan is copied, the table not kept
+
         if isinstance(model, str):
-            if model not in MODELS:
+            if model not in meter_models.MODELS:
                 raise ValueError("unknown meter model %r" % model)
-            model = MODELS[model]
+            model = meter_models.MODELS[model]
         if not 1 <= address <= 247:
             raise ValueError("meter address must be 1..247")
         if interval_ms < 0 or max_errors < 1:
@@ -246,7 +166,7 @@ class Meter:
         self.address = address
         self.interval_ms = interval_ms
         self.max_errors = max_errors
-        self.plan = plan_requests(model)
+        self.plan = meter_models.plan_requests(model)
         self._sentinels = bool(model.get("sentinels", False))
         self._state = _IDLE
         self._idx = 0

@@ -3,8 +3,11 @@
 Every target (esp32, unix, host) only opens ports -- UARTs, pins, PWM, ADC or the simulator
 I/O channel -- and hands them to `wire()`, so which driver gets built from which config field
 is decided in exactly one place. Driver modules are imported lazily: a board without an RDM6300
-never loads its code (RAM matters on the ESP32).
+never loads its code (RAM matters on the ESP32). This module is boot-time only: what lives on
+is in `hal.boards.board`, so the shell can drop this module (and the board's) after `wire()`.
 """
+
+from hal.boards.board import Board, SharedBus  # noqa: F401  (re-exported for the boards)
 
 
 class ConfigError(ValueError):
@@ -75,102 +78,6 @@ class EvseIO:
         self.pwm = pwm
         self.cp_adc = cp_adc
         self.pp_adc = pp_adc
-
-
-class SharedBus:
-    """Several Modbus `Meter`s on one `ModbusMaster`: only the meter that owns the bus may poll.
-
-    A meter polled while another's request is outstanding would take its answer (or raise in
-    `start`), so meters take turns: the owner keeps the bus until it returns an event and the
-    master is idle again; then the next meter that is due gets it.
-    """
-
-    __slots__ = ("master", "meters", "_owner", "_next")
-
-    def __init__(self, master, meters):
-        self.master = master
-        self.meters = meters
-        self._owner = None
-        self._next = 0
-
-    def poll(self, now):
-        """-> None | (meter index, event)."""
-        meters = self.meters
-        if self._owner is not None:
-            i = self._owner
-            ev = meters[i].poll(now)
-            if not self.master.busy:
-                self._owner = None
-                self._next = (i + 1) % len(meters)
-            return None if ev is None else (i, ev)
-        for k in range(len(meters)):
-            i = (self._next + k) % len(meters)
-            ev = meters[i].poll(now)
-            if self.master.busy:
-                self._owner = i
-                return None if ev is None else (i, ev)
-            if ev is not None:
-                self._next = (i + 1) % len(meters)
-                return (i, ev)
-        return None
-
-
-class Board:
-    """What the firmware gets from a board: one object per device, lists indexed by EVSE."""
-
-    __slots__ = ("reader", "meters", "bus", "contactors", "pilots", "proximity", "simio",
-                 "streams", "_events")
-
-    def __init__(self, reader, meters, contactors, pilots, proximity, bus=None, simio=None,
-                 streams=()):
-        self.reader = reader
-        self.meters = meters
-        self.bus = bus  # SharedBus when the meters are Modbus
-        self.contactors = contactors
-        self.pilots = pilots
-        self.proximity = proximity  # None entries for tethered cables
-        self.simio = simio
-        self.streams = streams  # opened ports, for close()
-        self._events = []
-
-    def poll_all(self, now):
-        """Poll every driver once; return [(kind, evse index, event)], reused between calls.
-
-        Pilots and contactors first (safety), then the reader and the meter bus.
-        """
-        out = self._events
-        out.clear()
-        if self.simio is not None:
-            self.simio.pump()
-        for i, p in enumerate(self.pilots):
-            ev = p.poll(now)
-            if ev is not None:
-                out.append(("pilot", i, ev))
-        for i, c in enumerate(self.contactors):
-            ev = c.poll(now)
-            if ev is not None:
-                out.append(("contactor", i, ev))
-        if self.reader is not None:
-            ev = self.reader.poll(now)
-            if ev is not None:
-                out.append(("reader", 0, ev))
-        if self.bus is not None:
-            got = self.bus.poll(now)
-            if got is not None:
-                out.append(("meter", got[0], got[1]))
-        else:
-            for i, m in enumerate(self.meters):
-                if m is not None:
-                    ev = m.poll(now)
-                    if ev is not None:
-                        out.append(("meter", i, ev))
-        return out
-
-    def close(self):
-        for s in self.streams:
-            close = getattr(s, "close", None)
-            if close is not None:
-                close()
 
 
 def wire(config, evse_io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=None,
