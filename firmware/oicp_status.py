@@ -38,39 +38,51 @@ UNKNOWN_EVSE = "603"
 EVSE_NOT_HUBJECT_COMPATIBLE = "604"
 EVSE_OUT_OF_SERVICE = "700"
 
-CODES = {
-    SUCCESS: "Success",
-    HUBJECT_SYSTEM_ERROR: "Hubject system error",
-    HUBJECT_DATABASE_ERROR: "Hubject database error",
-    DATA_TRANSACTION_ERROR: "Data transaction error",
-    UNAUTHORIZED_ACCESS: "Unauthorized Access",
-    INCONSISTENT_EVSE_ID: "Inconsistent EvseID",
-    INCONSISTENT_EVCO_ID: "Inconsistent EvcoID",
-    SYSTEM_ERROR: "System error",
-    DATA_ERROR: "Data error",
-    QR_AUTH_FAILED: "QR Code Authentication failed - Invalid Credentials",
-    RFID_INVALID_UID: "RFID Authentication failed - invalid UID",
-    RFID_NOT_READABLE: "RFID Authentication failed - card not readable",
-    PLC_INVALID_EVCO_ID: "PLC Authentication failed - invalid EvcoID",
-    NO_POSITIVE_AUTH_RESPONSE: "No positive authentication response",
-    QR_APP_TIMEOUT: "QR Code App Authentication failed - time out error",
-    PNC_INVALID_EVCO_ID: "PLC (ISO/IEC 15118) Authentication failed - invalid underlying EvcoID",
-    PNC_INVALID_CERTIFICATE: "PLC (ISO/IEC 15118) Authentication failed - invalid certificate",
-    PNC_TIMEOUT: "PLC (ISO/IEC 15118) Authentication failed - time out error",
-    EVCO_ID_LOCKED: "EvcoID locked",
-    NO_VALID_CONTRACT: "No valid contract",
-    PARTNER_NOT_FOUND: "Partner not found",
-    PARTNER_DID_NOT_RESPOND: "Partner did not respond",
-    SERVICE_NOT_AVAILABLE: "Service not available",
-    SESSION_INVALID: "Session is invalid",
-    EVSE_COMMUNICATION_FAILED: "Communication to EVSE failed",
-    NO_EV_CONNECTED: "No EV connected to EVSE",
-    EVSE_RESERVED: "EVSE already reserved",
-    EVSE_IN_USE: "EVSE already in use/ wrong token",
-    UNKNOWN_EVSE: "Unknown EVSE ID",
-    EVSE_NOT_HUBJECT_COMPATIBLE: "EVSE ID is not Hubject compatible",
-    EVSE_OUT_OF_SERVICE: "EVSE out of service",
-}
+# Meanings as ONE bytes blob of "\n<code><meaning>" records, searched on demand: a dict of 31
+# strings would cost ~3 KB of heap on the device for text that is read only in replies.
+_TABLE = (
+    b"\n000Success"
+    b"\n001Hubject system error"
+    b"\n002Hubject database error"
+    b"\n009Data transaction error"
+    b"\n017Unauthorized Access"
+    b"\n018Inconsistent EvseID"
+    b"\n019Inconsistent EvcoID"
+    b"\n021System error"
+    b"\n022Data error"
+    b"\n101QR Code Authentication failed - Invalid Credentials"
+    b"\n102RFID Authentication failed - invalid UID"
+    b"\n103RFID Authentication failed - card not readable"
+    b"\n105PLC Authentication failed - invalid EvcoID"
+    b"\n106No positive authentication response"
+    b"\n110QR Code App Authentication failed - time out error"
+    b"\n120PLC (ISO/IEC 15118) Authentication failed - invalid underlying EvcoID"
+    b"\n121PLC (ISO/IEC 15118) Authentication failed - invalid certificate"
+    b"\n122PLC (ISO/IEC 15118) Authentication failed - time out error"
+    b"\n200EvcoID locked"
+    b"\n210No valid contract"
+    b"\n300Partner not found"
+    b"\n310Partner did not respond"
+    b"\n320Service not available"
+    b"\n400Session is invalid"
+    b"\n501Communication to EVSE failed"
+    b"\n510No EV connected to EVSE"
+    b"\n601EVSE already reserved"
+    b"\n602EVSE already in use/ wrong token"
+    b"\n603Unknown EVSE ID"
+    b"\n604EVSE ID is not Hubject compatible"
+    b"\n700EVSE out of service"
+    b"\n"
+)
+
+
+def __getattr__(name):
+    """`CODES` ({code: meaning}) is built on request (bridge, tests); the firmware never
+    needs the whole table."""
+    if name == "CODES":
+        return {r[:3]: r[3:] for r in _TABLE.decode().split("\n") if r}
+    raise AttributeError(name)
+
 
 UNKNOWN = "Unknown status code"
 
@@ -93,20 +105,12 @@ DISPLAY_VALUES = (DISPLAY_ACCEPTED, DISPLAY_CARD_UNKNOWN, DISPLAY_CARD_INVALID,
 AUTHORIZED = "Authorized"
 NOT_AUTHORIZED = "NotAuthorized"
 
-_NOT_AUTHORIZED_DISPLAY = {
-    SUCCESS: DISPLAY_CARD_UNKNOWN,  # refused without a reason
-    RFID_INVALID_UID: DISPLAY_CARD_UNKNOWN,
-    NO_POSITIVE_AUTH_RESPONSE: DISPLAY_CARD_UNKNOWN,  # broadcast: no EMP said yes
-    QR_AUTH_FAILED: DISPLAY_CARD_INVALID,
-    RFID_NOT_READABLE: DISPLAY_CARD_INVALID,
-    PLC_INVALID_EVCO_ID: DISPLAY_CARD_INVALID,
-    PNC_INVALID_EVCO_ID: DISPLAY_CARD_INVALID,
-    PNC_INVALID_CERTIFICATE: DISPLAY_CARD_INVALID,
-    EVCO_ID_LOCKED: DISPLAY_CARD_INVALID,
-    NO_VALID_CONTRACT: DISPLAY_NO_CONTRACT,
-    QR_APP_TIMEOUT: DISPLAY_TIMEOUT,
-    PNC_TIMEOUT: DISPLAY_TIMEOUT,
-}
+# Refusal code -> what the driver sees: "<code><letter>" pairs; u = card_unknown (000: refused
+# without a reason, 102, 106: no EMP said yes), i = card_invalid (locked, unreadable, bad
+# credentials), n = no_contract, t = timeout. Any other code is a backend error.
+_REFUSED = "000u102u106u101i103i105i120i121i200i210n110t122t"
+_REFUSED_DISPLAY = {"u": DISPLAY_CARD_UNKNOWN, "i": DISPLAY_CARD_INVALID, "n": DISPLAY_NO_CONTRACT,
+                    "t": DISPLAY_TIMEOUT}
 
 
 def normalize(code):
@@ -118,22 +122,33 @@ def normalize(code):
     raise ValueError("status code {!r}: must be a 3-digit string".format(code))
 
 
+def _meaning(code):
+    """The table's meaning of a normalized code, or None."""
+    if code is None or len(code) != 3 or not code.isdigit():
+        return None
+    i = _TABLE.find(b"\n" + code.encode())
+    if i < 0:
+        return None
+    return _TABLE[i + 4:_TABLE.find(b"\n", i + 4)].decode()
+
+
 def describe(code):
     """Meaning of a code. An unknown code is not an error here: it returns UNKNOWN
     ("Unknown status code") and the caller decides; `is_known` tells the two apart."""
-    return CODES.get(normalize(code), UNKNOWN)
+    return _meaning(normalize(code)) or UNKNOWN
 
 
 def is_known(code):
-    return normalize(code) in CODES
+    return _meaning(normalize(code)) is not None
 
 
 def status_code(code, description=None, additional_info=None):
     """An OICP StatusCode object; Description defaults to the table's meaning."""
     code = normalize(code)
-    if code not in CODES:
+    meaning = _meaning(code)
+    if meaning is None:
         raise ValueError("status code {!r}: not an OICP 2.3 code".format(code))
-    out = {"Code": code, "Description": description or CODES[code]}
+    out = {"Code": code, "Description": description or meaning}
     if additional_info:
         out["AdditionalInfo"] = additional_info
     return out
@@ -156,4 +171,5 @@ def driver_display(authorization_status, code):
     code = normalize(code)
     if code is None:
         return DISPLAY_CARD_UNKNOWN
-    return _NOT_AUTHORIZED_DISPLAY.get(code, DISPLAY_BACKEND_ERROR)
+    i = _REFUSED.find(code) if len(code) == 3 and code.isdigit() else -1
+    return DISPLAY_BACKEND_ERROR if i < 0 else _REFUSED_DISPLAY[_REFUSED[i + 3]]

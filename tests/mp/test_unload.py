@@ -12,7 +12,7 @@ from tests.mp.test_simio import FakeStream
 BOOT = ("firmware.config", "hal.boards.unix", "hal.boards.common", "hal.meter_models")
 CONFIG = {"cp_id": "cp1", "evses": [{"evse_id": "DE*AB7*E840*6487"},
                                     {"evse_id": "DE*AB7*E840*6488", "cable": "tethered"}],
-          "reader": {"type": "pn532"},
+          "reader": "none",
           "meter": {"type": "modbus", "model": "sdm630", "addresses": [1, 2]}}
 
 
@@ -65,7 +65,6 @@ def test_dropping_boot_modules_frees_their_memory():
     import hal.meters  # noqa: F401
     import hal.modbus  # noqa: F401
     import hal.pilot  # noqa: F401
-    import hal.pn532  # noqa: F401
 
     if not MICROPYTHON:
         saved = {m: sys.modules.get(m) for m in BOOT}
