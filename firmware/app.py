@@ -27,13 +27,11 @@ except ImportError:  # MicroPython before v1.21
 
 from firmware import events as E
 from firmware.authlists import LocalList
-from firmware.config import ConfigError
-from firmware.config import load as load_config
 from firmware.controller import Controller
 from firmware.ids import new_session_id
 from firmware.store import Outbox, OutboxFull, Store
+from firmware.unload import forget
 from hal.compat import ticks_add, ticks_diff, ticks_ms
-from hal.rdm6300 import oicp_uid
 
 LOOP_MS = 2  # one control-loop pass, then yield
 GC_EVERY_MS = 1000  # controlled collection point; also where the live heap is sampled
@@ -163,7 +161,11 @@ class Shell:
             return
         kind, data = ev
         if kind == "tap":
-            uid = data[0] if data[1] != 5 else oicp_uid(data[0])  # EM4100: 5 bytes -> 7
+            uid = data[0]
+            if data[1] == 5:  # EM4100 (RDM6300): 5 bytes -> a 7-byte OICP UID
+                from hal.rdm6300 import oicp_uid
+
+                uid = oicp_uid(uid)
             self.out("card", uid=uid, bytes=data[1])
             self.feed(E.EV_CARD, 0, uid, now)
         elif kind == "gone":
@@ -323,6 +325,18 @@ async def console_loop(shell, stream):
         await asyncio.sleep(0.01)
 
 
+# Needed only until the board is built; dropped afterwards so their code leaves the heap.
+BOOT_ONLY = ("firmware.config", "hal.meter_models", "hal.boards.common")
+
+
+def load_configuration(flash_dir):
+    """config.json, validated; raises config.ConfigError naming the field and the rule."""
+    from firmware import config
+
+    with open(flash_dir + "/config.json") as f:
+        return config.load(f.read())
+
+
 def build_board(target, cfg, ports):
     if target == "unix":
         from hal.boards import unix as board
@@ -338,11 +352,13 @@ def build_board(target, cfg, ports):
 def run(target, flash_dir, ports=None, console=None):
     start = ticks_ms()
     store = Store(flash_dir)
-    with open(flash_dir + "/config.json") as f:
-        cfg = load_config(f.read())
+    cfg = load_configuration(flash_dir)
+    board = build_board(target, cfg, ports or {})
+    forget(*BOOT_ONLY)
+    forget("hal.boards." + target)  # the builder; what it built lives in other modules
     gc.collect()
     base = heap_used()
-    shell = Shell(cfg, build_board(target, cfg, ports or {}), store)
+    shell = Shell(cfg, board, store)
     now = ticks_ms()
     shell.boot(now)
     gc.collect()
@@ -382,11 +398,9 @@ def main(argv):
     try:
         opts, ports = parse_args(argv)
         run(opts["board"], opts["flash"], ports, console=sys.stdin)
-    except ConfigError as e:
-        emit("error", kind="config", message=str(e))
-        sys.exit(2)
-    except (ValueError, OSError) as e:
-        emit("error", kind="startup", message=str(e))
+    except (ValueError, OSError) as e:  # config.ConfigError is a ValueError naming the field
+        kind = "config" if type(e).__name__ == "ConfigError" else "startup"
+        emit("error", kind=kind, message=str(e))
         sys.exit(2)
 
 
