@@ -80,7 +80,7 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd", required=True)
     interp = dict(choices=runner.INTERPRETERS, default="cpython",
                   help="run the firmware on CPython (host board) or the MicroPython unix port "
-                       "(.mpy files, -X heapsize=128k)")
+                       "(.mpy files, -X heapsize=384k, see README Memory)")
     r = sub.add_parser("run", help="start a charge point and read console commands")
     r.add_argument("--interpreter", **interp)
     r.add_argument("--evses", type=int, default=1)
