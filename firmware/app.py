@@ -146,8 +146,16 @@ class Shell:
                 self.out("mirror", evse=i + 1, state=ev[0])
                 self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
         self._poll_reader(now)
-        for i in range(len(b.meters)):
-            self._poll_meter(i, now)
+        if b.bus is not None:  # Modbus meters share one bus: the SharedBus takes turns
+            ev = b.bus.poll(now)
+            if ev is not None:
+                self._on_meter(ev[0], ev[1], now)
+        else:
+            for i in range(len(b.meters)):
+                if b.meters[i] is not None:  # meter type "none"
+                    ev = b.meters[i].poll(now)
+                    if ev is not None:
+                        self._on_meter(i, ev, now)
         if ticks_diff(now, self.next_pp) >= 0:
             self.next_pp = ticks_add(now, PP_EVERY_MS)
             self._poll_proximity(now)
@@ -178,17 +186,15 @@ class Shell:
         elif kind == "ok":
             self.feed(E.EV_READER, 0, "ok", now)
 
-    def _poll_meter(self, i, now):
-        meter = self.board.meters[i]
-        ev = meter.poll(now)
-        if ev is None:
-            return
+    def _on_meter(self, i, ev, now):
+        """A reading, or an error; the fault is fed once when the driver declares the meter
+        failed (after its own count of consecutive errors) and cleared by the next reading."""
         if ev[0] == "reading":
             if self.meter_failed[i]:
                 self.meter_failed[i] = False
                 self.feed(E.EV_METER_OK, i + 1, None, now)
             self.feed(E.EV_METER, i + 1, ev[1]["energy_wh"], now)
-        elif ev[0] == "error" and meter.failed and not self.meter_failed[i]:
+        elif ev[0] == "error" and self.board.meters[i].failed and not self.meter_failed[i]:
             self.meter_failed[i] = True
             self.feed(E.EV_METER_FAULT, i + 1, str(ev[1]), now)
 

@@ -33,7 +33,7 @@ class Contactor:
 
     __slots__ = (
         "_coil", "_mirror", "_settle_ms", "_debounce_ms", "_closed_level", "_commanded",
-        "_switched_at", "_settling", "_raw", "_raw_since", "_stable", "_state",
+        "_switched_at", "_settling", "_raw", "_raw_since", "_stable", "_state", "_due",
     )
 
     def __init__(self, coil_pin, mirror_pin, settle_ms=SETTLE_MS, debounce_ms=DEBOUNCE_MS,
@@ -53,6 +53,7 @@ class Contactor:
         self._raw_since = 0
         self._stable = None
         self._state = None
+        self._due = False
 
     @property
     def commanded_closed(self):
@@ -72,9 +73,12 @@ class Contactor:
         self._commanded = closed
         self._switched_at = now
         self._settling = True
+        self._due = True  # the core waits for a verdict after every command, changed or not
 
     def poll(self, now):
-        """Sample the mirror once; return (verdict, None) when the verdict changes."""
+        """Sample the mirror once; return (verdict, None) when the verdict changes, and once after
+        every command's settle window even if unchanged (a close-then-open inside the window
+        ends where it began, and the core must still learn that the mains are open)."""
         raw = 1 if self._mirror.value() else 0
         if raw != self._raw:
             self._raw = raw
@@ -96,7 +100,8 @@ class Contactor:
             state = STUCK_OPEN if mains_open else CLOSED
         else:
             state = OPEN if mains_open else WELDED
-        if state == self._state:
+        if state == self._state and not self._due:
             return None
         self._state = state
+        self._due = False
         return (state, None)

@@ -38,6 +38,7 @@ class Board:
         self.contactors = [Script() for _ in range(n)]
         self.pilots = [Script() for _ in range(n)]
         self.proximity = [Script() for _ in range(n)]
+        self.bus = None
 
 
 def make_shell(tmp_path, **extra):
@@ -167,3 +168,20 @@ def test_parse_args():
         parse_args(["--bogus", "1"])
     with pytest.raises(ValueError):
         parse_args(["--board"])
+
+
+def test_modbus_meters_are_polled_through_the_shared_bus_only(tmp_path):
+    cfg = config.load({"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1"},
+                                                 {"evse_id": "DE*ABC*E1*2"}]})
+    board = Board(2)
+    board.bus = Script()
+    board.bus.queue.append((1, ("reading", {"energy_wh": 42})))
+    board.meters[0].queue.append(("error", RuntimeError("must not be polled directly")))
+    events = []
+    shell = Shell(cfg, board, Store(str(tmp_path)),
+                  out=lambda ev, **f: events.append(dict(f, ev=ev)))
+    shell.boot(0)
+    run(shell, 10)
+    assert board.meters[0].queue  # untouched: only the bus decides who talks
+    assert not kinds(events, "error")
+    assert shell.core._meter == [None, 42]  # fed to EVSE 2

@@ -162,3 +162,17 @@ def test_bad_timings_rejected():
         except ValueError:
             continue
         raise AssertionError(kw)
+
+
+
+def test_a_verdict_follows_every_command_even_when_unchanged():
+    # close, then open again inside the settle window: the mains never moved, yet the core
+    # waits for a verdict after each command before it may close again
+    script = [
+        (200, "expect", ["open"]),
+        (200, "set", True),
+        (220, "set", False),
+        (500, "expect", ["open", "open"]),
+        (900, "expect", ["open", "open"]),  # and only once
+    ]
+    run(script)
