@@ -64,7 +64,7 @@ _DRAWING = "CD"
 class Evse:
     __slots__ = ("n", "max_a", "socket", "grace_ms", "conn_ms", "pilot", "diode", "pp",
                  "phase", "faults", "oos", "closed", "mirror", "duty", "duty_at", "pwm_due",
-                 "conn_due", "grace_due", "stop_reason", "state", "fault_text")
+                 "conn_due", "grace_due", "diode_due", "stop_reason", "state", "fault_text")
 
     def __init__(self, n, max_a, socket, grace_ms, conn_ms):
         self.n = n
@@ -85,6 +85,7 @@ class Evse:
         self.pwm_due = None
         self.conn_due = None
         self.grace_due = None
+        self.diode_due = None  # PWM on and no diode seen yet: a fault if none by then
         self.stop_reason = None
         self.state = None
         self.fault_text = None
@@ -107,6 +108,7 @@ class Evse:
         elif st in _PLUGGED and pwm_on:
             if diode_ok:
                 self.diode = True
+                self.diode_due = None
             elif self.diode or ticks_diff(now, self.duty_at) >= DIODE_SETTLE_MS:
                 h |= self._fault(F_DIODE, "diode check failed", out)
         if st in _PLUGGED and prev not in _PLUGGED:
@@ -180,13 +182,19 @@ class Evse:
             self.grace_due = None
             if self.phase == P_STOPPING:
                 h |= self._to_idle(None)
+        if self.diode_due is not None and ticks_diff(now, self.diode_due) >= 0:
+            # the pilot driver reports changes only: an EV whose diode never shows must fault
+            # here, not on a next pilot change that may never come
+            self.diode_due = None
+            if self._pwm_on() and self.pilot in _PLUGGED and not self.diode:
+                h |= self._fault(F_DIODE, "diode check failed", out)
         if h or (self.pwm_due is not None and ticks_diff(now, self.pwm_due) >= 0):
             return self._settle(now, out, h)
         return 0
 
     def next_deadline(self):
         d = None
-        for t in (self.conn_due, self.grace_due, self.pwm_due):
+        for t in (self.conn_due, self.grace_due, self.pwm_due, self.diode_due):
             if t is not None and (d is None or ticks_diff(t, d) < 0):
                 d = t
         return d
@@ -263,9 +271,12 @@ class Evse:
                 self.duty_at = now
                 if not was_on:
                     self.diode = False  # must be seen again with PWM running
+                    self.diode_due = ticks_add(now, DIODE_SETTLE_MS)
                 out.append((E.A_PWM, self.n, want))
             else:
                 self.pwm_due = ticks_add(self.duty_at, PWM_CHANGE_MIN_MS)
+        if not self._pwm_on():
+            self.diode_due = None
         if (not self.closed and ok and self.phase == P_AUTHORIZED and self.diode
                 and self._pwm_on() and self.mirror == E.CONTACTOR_OPEN):
             self._contactor(True, out)
