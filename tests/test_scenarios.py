@@ -42,12 +42,6 @@ KNOWN_BUG = re.compile(r"#\s*KNOWN BUG line (\d+):(.*)")
 FAILED_LINE = re.compile(r"line (\d+):")
 
 
-HEAP_REASON = "firmware does not fit 128k heap yet"
-
-
-def _does_not_fit(failure):
-    """The MicroPython firmware died at boot for lack of heap (not any other failure)."""
-    return failure is not None and "died while booting" in failure and "MemoryError" in failure
 
 
 def _run(path, interpreter):
@@ -82,8 +76,6 @@ def test_scenario(path, interpreter):
     name = os.path.basename(path)
     bug = known_bug(path)
     failure = _run(path, interpreter)
-    if interpreter == "micropython" and _does_not_fit(failure):
-        pytest.xfail(HEAP_REASON)  # only this boot failure; any other one still fails
     if bug is None:
         if failure is not None:
             pytest.fail("{} ({}):\n{}".format(name, interpreter, failure), pytrace=False)
@@ -123,8 +115,6 @@ def test_cli_run_prints_json_events_and_reports_bad_commands(interpreter):
         [sys.executable, "-m", "host_sim", "run", "--interpreter", interpreter,
          "--local-card", "04A1B2C3"],
         input=script, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    if interpreter == "micropython" and res.returncode != 0 and _does_not_fit(res.stderr):
-        pytest.xfail(HEAP_REASON)
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]
     kinds = [e["ev"] for e in events]

