@@ -1,4 +1,4 @@
-"""What MicroPython has built in, given to CPython: const, ticks_*, sleep_ms.
+"""What MicroPython has built in, given to CPython: const, ticks_ms/us/add/diff, sleep_ms.
 
 Firmware and drivers import these names from here and run unchanged on the ESP32, the unix port
 and CPython. On CPython the millisecond tick counter wraps at 2**30 exactly as on the ESP32, so a
@@ -7,7 +7,7 @@ close to the wrap.
 """
 
 try:
-    from time import sleep_ms, ticks_add, ticks_diff, ticks_ms  # noqa: F401
+    from time import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us  # noqa: F401
 
     from micropython import const  # noqa: F401
 
@@ -32,6 +32,10 @@ except ImportError:
 
     def ticks_ms():
         return (int(_time.monotonic() * 1000) + _offset) & _TICKS_MAX
+
+    def ticks_us():
+        """Microseconds, same wrap as ticks_ms (for benchmarks; compare with ticks_diff)."""
+        return (_time.monotonic_ns() // 1000) & _TICKS_MAX
 
     def ticks_add(ticks, delta):
         return (ticks + delta) & _TICKS_MAX

@@ -14,28 +14,11 @@
 import gc
 import sys
 
-try:
-    from time import ticks_diff, ticks_us
-
-    def now_us():
-        return ticks_us()
-
-    def elapsed_us(a, b):
-        return ticks_diff(b, a)
-except ImportError:
-    from time import perf_counter_ns
-
-    def now_us():
-        return perf_counter_ns() // 1000
-
-    def elapsed_us(a, b):
-        return b - a
-
-
 if "." not in sys.path:
     sys.path.insert(0, ".")
 
 from hal.boards.simio import SimIO  # noqa: E402
+from hal.compat import ticks_diff, ticks_us  # noqa: E402
 from hal.contactor import Contactor  # noqa: E402
 from hal.pilot import Pilot, Proximity, uv_from_cp_mv  # noqa: E402
 
@@ -83,10 +66,10 @@ class _SquareADC:
 
 
 def _per_call_us(fn, rounds):
-    t0 = now_us()
+    t0 = ticks_us()
     for i in range(rounds):
         fn(i * 20)
-    return elapsed_us(t0, now_us()) / rounds
+    return ticks_diff(ticks_us(), t0) / rounds
 
 
 def main():

@@ -12,28 +12,14 @@
 import gc
 import sys
 
-try:
-    from time import ticks_diff, ticks_us
-
-    def now_us():
-        return ticks_us()
-
-    def elapsed_us(a, b):
-        return ticks_diff(b, a)
-except ImportError:
-    from time import perf_counter_ns
-
-    def now_us():
-        return perf_counter_ns() // 1000
-
-    def elapsed_us(a, b):
-        return b - a
-
-
 if "." not in sys.path:
     sys.path.insert(0, ".")
 
-from hal.compat import ticks_add  # noqa: E402
+from hal.compat import (  # noqa: E402
+    ticks_add,  # noqa: E402
+    ticks_diff,
+    ticks_us,
+)
 from hal.pn532 import (  # noqa: E402
     GET_FIRMWARE_VERSION,
     IN_LIST_PASSIVE_TARGET,
@@ -114,12 +100,12 @@ def cpu_per_poll(card, cycles=300):
         t = ticks_add(t, 1)
     start_ilpt = chip.ilpt
     polls = 0
-    t0 = now_us()
+    t0 = ticks_us()
     while chip.ilpt - start_ilpt < cycles:
         drv.poll(t)
         polls += 1
         t = ticks_add(t, 1)
-    us = elapsed_us(t0, now_us())
+    us = ticks_diff(ticks_us(), t0)
     return us / cycles, polls / cycles
 
 
@@ -129,12 +115,12 @@ def parser_throughput(total=40000):
     stream = unit * (total // len(unit) + 1)
     p = FrameParser()
     frames = 0
-    t0 = now_us()
+    t0 = ticks_us()
     for i in range(0, len(stream), 64):
         p.feed(stream[i : i + 64])
         while p.next() is not None:
             frames += 1
-    us = elapsed_us(t0, now_us())
+    us = ticks_diff(ticks_us(), t0)
     return len(stream) * 1000000 / us, frames, p.garbage
 
 

@@ -160,3 +160,30 @@ def wire_simio(config, simio, reader_uart=None, meter_uart=None, streams=()):
     return wire(config, io, reader_uart=reader_uart, meter_uart=meter_uart,
                 cp_divider=simio.cp_divider, pp_divider=simio.pp_divider, mirror_closed_level=1,
                 simio=simio, streams=streams)
+
+
+def build_off_target(config, open_port, simio_stream, reader=None, meter=None):
+    """The unix and host boards: serial devices through `open_port(port, baud)` (a path or
+    URL, or an already-open stream), pilot/contactor/PP through the simulator I/O channel on
+    `simio_stream`. What was opened is closed again if wiring fails."""
+    from hal.boards.simio import SimIO
+
+    streams = [simio_stream]
+    try:
+        reader_uart = None
+        kind = reader_type(config)
+        if kind != "none":
+            reader_uart = open_port(reader, field(config, "reader.baud",
+                                                  115200 if kind == "pn532" else 9600))
+            streams.append(reader_uart)
+        meter_uart = None
+        if field(config, "meter.type", "none") == "modbus":
+            meter_uart = open_port(meter, field(config, "meter.baud"))
+            streams.append(meter_uart)
+        sio = SimIO(simio_stream, evses=evse_count(config))
+        return wire_simio(config, sio, reader_uart, meter_uart, streams=streams)
+    except Exception:
+        for s in streams:
+            if s is not None and hasattr(s, "close"):
+                s.close()
+        raise

@@ -15,8 +15,7 @@ import tty
 
 import serial
 
-from hal.boards.common import evse_count, field, reader_type, wire_simio
-from hal.boards.simio import SimIO
+from hal.boards.common import build_off_target
 
 _WRITE_TIMEOUT_S = 1.0
 
@@ -101,24 +100,5 @@ def build(config, reader=None, meter=None, simio=None):
     """Board from config + pyserial URLs / simio pty path (or open streams)."""
     if simio is None:
         raise ValueError("the host board needs the simulator I/O channel (simio=PATH)")
-    streams = []
-    try:
-        sio_stream = PtyStream(simio) if isinstance(simio, str) else simio
-        streams.append(sio_stream)
-        reader_uart = None
-        kind = reader_type(config)
-        if kind != "none":
-            reader_uart = _open(reader, field(config, "reader.baud",
-                                              115200 if kind == "pn532" else 9600))
-            streams.append(reader_uart)
-        meter_uart = None
-        if field(config, "meter.type", "none") == "modbus":
-            meter_uart = _open(meter, field(config, "meter.baud"))
-            streams.append(meter_uart)
-        sio = SimIO(sio_stream, evses=evse_count(config))
-        return wire_simio(config, sio, reader_uart, meter_uart, streams=streams)
-    except Exception:
-        for s in streams:
-            if s is not None and hasattr(s, "close"):
-                s.close()
-        raise
+    return build_off_target(config, _open, PtyStream(simio) if isinstance(simio, str) else simio,
+                            reader, meter)

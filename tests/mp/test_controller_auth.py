@@ -2,28 +2,17 @@
 (runs on both interpreters; see test_controller_kit)."""
 
 
-from tests.mp.test_controller_kit import (
+from tests.mp.test_controller_kit import (  # noqa: F401
+    AUTHORIZED,
     EVSE_IDS,
     SID_1,
     UID_A,
     Rig,
     of,
     outbox,
+    reply,
+    sent,
 )
-
-AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
-              "SessionID": SID_1, "ProviderID": "DE*ICE"}
-
-
-def _reply(req, **over):
-    r = {"id": req["id"]}
-    r.update(AUTHORIZED)
-    r.update(over)
-    return r
-
-
-def _sent(actions, typ="authorize_start"):
-    return [m for m in of(actions, "send") if m["type"] == typ]
 
 
 def test_boot_commands_safe_outputs_and_status():

@@ -99,3 +99,20 @@ def of(actions, kind, evse=None):
 def outbox(actions, typ, sub=None):
     return [m for m in of(actions, "outbox")
             if m["type"] == typ and (sub is None or m.get("Type") == sub)]
+
+
+AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
+              "SessionID": SID_1, "ProviderID": "DE*ICE"}
+
+
+def reply(req, **over):
+    """A positive backend answer to request `req`, with fields overridden by `over`."""
+    r = {"id": req["id"]}
+    r.update(AUTHORIZED)
+    r.update(over)
+    return r
+
+
+def sent(actions, typ="authorize_start"):
+    """The uplink requests of type `typ` among `actions`."""
+    return [m for m in of(actions, "send") if m["type"] == typ]

@@ -3,6 +3,7 @@
 
 from hal.compat import MICROPYTHON  # noqa: F401
 from tests.mp.test_controller_kit import (  # noqa: F401
+    AUTHORIZED,
     SID_1,
     T0,
     UID_A,
@@ -11,21 +12,9 @@ from tests.mp.test_controller_kit import (  # noqa: F401
     Rig,
     of,
     outbox,
+    reply,
+    sent,
 )
-
-AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
-              "SessionID": SID_1, "ProviderID": "DE*ICE"}
-
-
-def _reply(req, **over):
-    r = {"id": req["id"]}
-    r.update(AUTHORIZED)
-    r.update(over)
-    return r
-
-
-def _sent(actions, typ="authorize_start"):
-    return [m for m in of(actions, "send") if m["type"] == typ]
 
 
 def test_request_deadline_falls_back_to_offline_policy():
@@ -37,9 +26,9 @@ def test_request_deadline_falls_back_to_offline_policy():
     s = r.c.sessions[0]
     assert s.source == "free_vend" and s.post_auth == 1  # post-authorize on the next uplink
     r.step("online", 0, False)
-    req = _sent(r.step("online", 0, True))[0]
+    req = sent(r.step("online", 0, True))[0]
     assert req["CPOPartnerSessionID"] == s.local_id
-    r.step("auth", 0, _reply(req))
+    r.step("auth", 0, reply(req))
     assert s.session_id == SID_1 and s.post_auth == 3
 
 
@@ -53,7 +42,7 @@ def test_offline_deny_and_post_auth_rejection_stops_session():
     r.step("card", 0, UID_B)
     r.step("pilot", 1, ("B", True))
     r.step("pilot", 1, ("C", True))
-    req = _sent(r.step("online", 0, True))[0]
+    req = sent(r.step("online", 0, True))[0]
     acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "102"}})
     assert ("pwm", 1, 1000) in acts and r.c.evses[0].state == "stopping"
@@ -102,11 +91,11 @@ def test_authorize_stop_for_foreign_token():
     r = Rig()
     r.step("online", 0, True)
     r.step("pilot", 1, ("B", False))
-    req = _sent(r.step("card", 0, UID_B))[0]
-    r.step("auth", 0, _reply(req))
+    req = sent(r.step("card", 0, UID_B))[0]
+    r.step("auth", 0, reply(req))
     r.step("card_gone", 0, None)
     acts = r.step("card", 0, UID_C)  # not the owner, no free EVSE: ask the backend
-    stop = _sent(acts, "authorize_stop")[0]
+    stop = sent(acts, "authorize_stop")[0]
     assert stop["SessionID"] == SID_1
     acts = r.step("auth", 0, {"id": stop["id"], "AuthorizationStatus": "Authorized",
                               "StatusCode": {"Code": "000"}})

@@ -2,7 +2,8 @@
 (runs on both interpreters; see test_controller_kit)."""
 
 
-from tests.mp.test_controller_kit import (
+from tests.mp.test_controller_kit import (  # noqa: F401
+    AUTHORIZED,
     EVSE_IDS,
     SID_1,
     UID_B,
@@ -10,21 +11,9 @@ from tests.mp.test_controller_kit import (
     Rig,
     of,
     outbox,
+    reply,
+    sent,
 )
-
-AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
-              "SessionID": SID_1, "ProviderID": "DE*ICE"}
-
-
-def _reply(req, **over):
-    r = {"id": req["id"]}
-    r.update(AUTHORIZED)
-    r.update(over)
-    return r
-
-
-def _sent(actions, typ="authorize_start"):
-    return [m for m in of(actions, "send") if m["type"] == typ]
 
 
 def test_online_request_then_authorized():
@@ -32,11 +21,11 @@ def test_online_request_then_authorized():
     r.step("online", 0, True)
     r.step("pilot", 1, ("B", False))
     acts = r.step("card", 0, UID_B)
-    req = _sent(acts)[0]
+    req = sent(acts)[0]
     assert req["Identification"] == {"RFIDMifareFamilyIdentification": {"UID": UID_B}}
     assert req["EvseID"] == EVSE_IDS[0] and req["deadline"] == r.now + 10000
     stop_ids = [{"RFIDMifareFamilyIdentification": {"UID": UID_C}}]
-    acts = r.step("auth", 0, _reply(req, AuthorizationStopIdentifications=stop_ids))
+    acts = r.step("auth", 0, reply(req, AuthorizationStopIdentifications=stop_ids))
     assert of(acts, "auth", 1) == [{"uid": UID_B, "result": "accepted", "code": "000"}]
     assert of(acts, "session_start", 1) == [SID_1]
     r.step("pilot", 1, ("B", True))
@@ -50,17 +39,17 @@ def test_online_request_then_authorized():
     r.step("card_gone", 0, None)
     acts = r.step("card", 0, UID_B)
     assert of(acts, "auth", 1)[0]["result"] == "accepted"
-    assert _sent(acts)[0]["CPOPartnerSessionID"] == of(acts, "session_start", 1)[0]
+    assert sent(acts)[0]["CPOPartnerSessionID"] == of(acts, "session_start", 1)[0]
 
 
 def test_not_authorized_and_malformed_replies():
     r = Rig()
     r.step("online", 0, True)
-    req = _sent(r.step("card", 0, UID_B))[0]
+    req = sent(r.step("card", 0, UID_B))[0]
     bad = ({"id": req["id"]}, {"id": req["id"], "AuthorizationStatus": "Maybe"},
            {"id": req["id"], "StatusCode": {"Code": 102}}, "garbage", {"id": 5},
-           _reply(req, SessionID="nope"), _reply(req, SessionID=None),
-           _reply(req, AuthorizationStopIdentifications=[{"X": 1}]),
+           reply(req, SessionID="nope"), reply(req, SessionID=None),
+           reply(req, AuthorizationStopIdentifications=[{"X": 1}]),
            {"id": "unknown", "AuthorizationStatus": "Authorized"})
     for b in bad:
         acts = r.step("auth", 0, b)

@@ -2,7 +2,8 @@
 (runs on both interpreters; see test_controller_kit)."""
 
 
-from tests.mp.test_controller_kit import (
+from tests.mp.test_controller_kit import (  # noqa: F401
+    AUTHORIZED,
     EVSE_IDS,
     SID_1,
     SID_2,
@@ -10,21 +11,8 @@ from tests.mp.test_controller_kit import (
     Rig,
     of,
     outbox,
+    sent,
 )
-
-AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
-              "SessionID": SID_1, "ProviderID": "DE*ICE"}
-
-
-def _reply(req, **over):
-    r = {"id": req["id"]}
-    r.update(AUTHORIZED)
-    r.update(over)
-    return r
-
-
-def _sent(actions, typ="authorize_start"):
-    return [m for m in of(actions, "send") if m["type"] == typ]
 
 
 def test_remote_start_codes():
@@ -85,10 +73,10 @@ def test_remote_start_rfid_window():
     r.idle(60000)  # no EV came: the remote authorization lapses
     assert r.c.sessions[0] is None
     acts = r.step("card", 0, UID_B)  # same token within 15 min: no real-time request
-    assert not _sent(acts) and of(acts, "session_start", 1) == [SID_1]
+    assert not sent(acts) and of(acts, "session_start", 1) == [SID_1]
     r.step("card_gone", 0, None)
     r.step("card", 0, UID_B)  # owner tap: cancel
     r.step("card_gone", 0, None)
     r.idle(900000)
     acts = r.step("card", 0, UID_B)  # window over: ask the backend
-    assert _sent(acts)
+    assert sent(acts)

@@ -3,6 +3,7 @@
 
 from hal.compat import MICROPYTHON  # noqa: F401
 from tests.mp.test_controller_kit import (  # noqa: F401
+    AUTHORIZED,
     SID_1,
     T0,
     UID_A,
@@ -11,21 +12,9 @@ from tests.mp.test_controller_kit import (  # noqa: F401
     Rig,
     of,
     outbox,
+    reply,
+    sent,
 )
-
-AUTHORIZED = {"AuthorizationStatus": "Authorized", "StatusCode": {"Code": "000"},
-              "SessionID": SID_1, "ProviderID": "DE*ICE"}
-
-
-def _reply(req, **over):
-    r = {"id": req["id"]}
-    r.update(AUTHORIZED)
-    r.update(over)
-    return r
-
-
-def _sent(actions, typ="authorize_start"):
-    return [m for m in of(actions, "send") if m["type"] == typ]
 
 
 def test_progress_notifications():
