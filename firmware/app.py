@@ -36,6 +36,9 @@ from hal.compat import ticks_add, ticks_diff, ticks_ms
 LOOP_MS = 2  # one control-loop pass, then yield
 GC_EVERY_MS = 1000  # controlled collection point; also where the live heap is sampled
 PP_EVERY_MS = 500  # the cable rating cannot change while plugged; a slow look suffices
+# AuthCache entries carry a ticks stamp: an entry older than the ESP32's 2**30 ms tick period
+# would look fresh again, so expired ones are purged well within half of it.
+PURGE_EVERY_MS = 3600000
 
 
 def heap_used():
@@ -71,6 +74,7 @@ class Shell:
         self.meter_failed = [False] * n
         self.next_pp = 0
         self.next_gc = 0
+        self.next_purge = 0
         self.heap_base = 0
         self.heap_peak = 0
         self.running = True
@@ -110,6 +114,7 @@ class Shell:
             self.feed(E.EV_RESTORE, evse, self.store.get(key), now)
         self.next_pp = now
         self.next_gc = now
+        self.next_purge = ticks_add(now, PURGE_EVERY_MS)
 
     def _load_local_list(self, now):
         """The persisted list (kept current by updates) wins over the provisioned file."""
@@ -208,7 +213,11 @@ class Shell:
                 self.feed(E.EV_PP, i + 1, amps, now)
 
     def housekeeping(self, now):
-        """Controlled GC point; the live heap after it is what the `heap` command reports."""
+        """Hourly cache purge, and a controlled GC point once a second; the live heap after it
+        is what the `heap` command reports."""
+        if ticks_diff(now, self.next_purge) >= 0:
+            self.next_purge = ticks_add(now, PURGE_EVERY_MS)
+            self.core.cache.purge(now)
         if ticks_diff(now, self.next_gc) < 0:
             return
         self.next_gc = ticks_add(now, GC_EVERY_MS)

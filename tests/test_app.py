@@ -185,3 +185,15 @@ def test_modbus_meters_are_polled_through_the_shared_bus_only(tmp_path):
     assert board.meters[0].queue  # untouched: only the bus decides who talks
     assert not kinds(events, "error")
     assert shell.core._meter == [None, 42]  # fed to EVSE 2
+
+
+def test_expired_cache_entries_are_purged_before_the_tick_counter_can_wrap(tmp_path):
+    shell, _, _ = make_shell(tmp_path)
+    shell.boot(0)
+    shell.core.cache.put("04D5E6F7", 0)
+    day = 86400 * 1000
+    shell.housekeeping(day - 1)  # purged, but not yet expired
+    assert len(shell.core.cache) == 1
+    for hour in range(1, 30):
+        shell.housekeeping(day + hour * 3600 * 1000)
+    assert len(shell.core.cache) == 0  # dropped once expired, not left to alias after a wrap
