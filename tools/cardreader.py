@@ -18,6 +18,7 @@ import os
 import sys
 
 from firmware.authlists import LocalList
+from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_diff, ticks_ms
 from hal.pn532 import PN532
 from hal.rdm6300 import RDM6300, oicp_uid
@@ -25,26 +26,6 @@ from hal.rdm6300 import RDM6300, oicp_uid
 DEFAULT_BAUD = {"pn532": 115200, "rdm6300": 9600}
 
 
-class SerialUart:
-    """pyserial object -> the read/write/any interface the drivers expect (`any` = in_waiting)."""
-
-    def __init__(self, ser):
-        self.ser = ser
-
-    def any(self):
-        return self.ser.in_waiting
-
-    def read(self, n):
-        return self.ser.read(n)
-
-    def write(self, b):
-        return self.ser.write(b)
-
-
-def open_uart(url, baud):
-    import serial  # the tool is CPython-only; drivers never import serial
-
-    return SerialUart(serial.serial_for_url(url, baudrate=baud, timeout=0))
 
 
 def make_driver(kind, uart):
@@ -83,7 +64,7 @@ def tap_line(kind, uid, nbytes):
 def run(args, out=sys.stdout, err=sys.stderr):
     """The poll loop; returns the exit status."""
     baud = args.baud or DEFAULT_BAUD[args.reader]
-    driver = make_driver(args.reader, open_uart(args.port, baud))
+    driver = make_driver(args.reader, HostUART(args.port, baud))
     start = ticks_ms()
     limit_ms = None if args.timeout is None else int(args.timeout * 1000)
     taps = 0

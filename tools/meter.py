@@ -15,6 +15,7 @@ import sys
 
 import serial
 
+from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_ms
 from hal.meters import MODELS, Meter, MeterValueError
 from hal.modbus import ModbusError, ModbusException, ModbusMaster, ModbusTimeout
@@ -25,22 +26,6 @@ EXIT_BAD_FRAME = 5
 EXIT_PORT = 6
 
 FIRST_KEYS = ("energy_kwh", "power_w", "voltage_v", "current_a")
-
-
-class SerialUart:
-    """pyserial port as the read/write/any object the HAL drivers expect."""
-
-    def __init__(self, port):
-        self.port = port
-
-    def read(self, n):
-        return self.port.read(n)
-
-    def write(self, data):
-        return self.port.write(data)
-
-    def any(self):
-        return self.port.in_waiting
 
 
 def reading_line(reading):
@@ -84,12 +69,12 @@ def parse_args(argv):
 
 def run(args, out=sys.stdout, err=sys.stderr):
     try:
-        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0)
+        port = HostUART(args.port, args.baud)
     except (serial.SerialException, ValueError, OSError) as e:
         print("error: cannot open %s: %s" % (args.port, e), file=err)
         return EXIT_PORT
     try:
-        master = ModbusMaster(SerialUart(port), args.baud, timeout_ms=args.timeout_ms)
+        master = ModbusMaster(port, args.baud, timeout_ms=args.timeout_ms)
         meter = Meter(master, args.model, args.address,
                       interval_ms=int(args.interval * 1000), max_errors=1)
         printed = 0
