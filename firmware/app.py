@@ -32,6 +32,7 @@ from firmware.ids import new_session_id
 from firmware.store import Outbox, OutboxFull, Store
 from firmware.unload import forget
 from hal.compat import ticks_add, ticks_diff, ticks_ms
+from hal.iec61851 import DUTY_OFF
 
 LOOP_MS = 2  # one control-loop pass, then yield
 GC_EVERY_MS = 1000  # controlled collection point; also where the live heap is sampled
@@ -292,6 +293,14 @@ class Shell:
     def _do_error(self, evse, data, now):
         self.out("error", evse=evse, kind=data[0], message=data[1])
 
+    def safe_state(self, now):
+        """Open every contactor and stop offering current: the last thing before the loop
+        ends, also when it ends by an exception (a reset then replays the persisted state)."""
+        for c in self.board.contactors:
+            c.set(False, now)
+        for p in self.board.pilots:
+            p.set_duty(DUTY_OFF)
+
     # -- console -----------------------------------------------------------------------
     def command(self, line, now):
         """A console line from stdin; unknown or malformed commands are answered, not fatal."""
@@ -386,7 +395,10 @@ def run(target, flash_dir, ports=None, console=None):
     async def main():
         await asyncio.gather(*tasks)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        shell.safe_state(ticks_ms())  # whatever ended the loop, no contactor stays closed
 
 
 def parse_args(argv):

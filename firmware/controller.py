@@ -75,7 +75,13 @@ class Controller(PowerEvents, Authorization, RemoteAndRecords):
             self._expire(now, out)
             self._dispatch(event, now, out)
             self._statuses(out)
-        except Exception as e:  # step never raises: report it, keep what was decided
+        except MemoryError:
+            # Not bad input: the step may have stopped half-way (a restored session already
+            # taken off its slot, its CDR not yet built). Only a reset recovers that safely:
+            # the persisted records are untouched (persisting happens after step), so the
+            # next boot replays them. Swallowing it here lost the CDR.
+            raise
+        except Exception as e:  # a bug, not the device: report it, keep what was decided
             self._error(out, 0, "internal", "{}: {}".format(type(e).__name__, e))
         return out
 

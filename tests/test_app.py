@@ -197,3 +197,24 @@ def test_expired_cache_entries_are_purged_before_the_tick_counter_can_wrap(tmp_p
     for hour in range(1, 30):
         shell.housekeeping(day + hour * 3600 * 1000)
     assert len(shell.core.cache) == 0  # dropped once expired, not left to alias after a wrap
+
+
+def test_safe_state_opens_every_contactor_and_stops_pwm(tmp_path):
+    shell, _, _ = make_shell(tmp_path)
+    shell.boot(0)
+    shell.safe_state(5)
+    assert shell.board.contactors[0].calls[-1] == ("set", False)
+    assert shell.board.pilots[0].calls[-1] == ("duty", 1000)
+
+
+def test_a_memory_error_in_the_core_is_not_swallowed(tmp_path):
+    # a step that stopped half-way must not be reported and carried on from: it propagates,
+    # the shell's safe state opens the contactors and a reset replays the persisted records
+    shell, _, _ = make_shell(tmp_path)
+
+    def exhausted(*args):
+        raise MemoryError("heap exhausted")
+
+    shell.core._dispatch = exhausted
+    with pytest.raises(MemoryError):
+        shell.feed("card", 0, UID, 0)
