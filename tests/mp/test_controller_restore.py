@@ -49,6 +49,12 @@ def test_restore_closes_session_with_first_meter_reading():
     r3.step("meter_fault", 1, "down")
     cdr = outbox(r3.step("restore", 1, rec), "cdr")[0]
     assert cdr["MeterValueEnd"] == 1.0 and cdr["MeteringCheck"] == "Failed"
+
+
+def test_restore_closes_session_when_the_meter_never_answers():
+    r = Rig()
+    r.plug_and_charge()
+    rec = [a[2][1] for a in r.log if a[0] == "persist" and a[2][0] == "session.1"][-1]
     r4 = Rig()
     r4.step("restore", 1, rec)
     assert len(outbox(r4.idle(30000), "cdr")) == 1  # the meter never answered
