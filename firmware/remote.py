@@ -24,10 +24,17 @@ class RemoteAndRecords:
             r["SessionID"] = sid
         out.append((E.A_REPLY, 0, r))
 
-    def _on_remote_start(self, cmd, now, out):
+    def _command_id(self, cmd, kind, out):
+        """The downlink command's "id", or None after an error action (nothing to reply to)."""
         rid = cmd.get("id") if isinstance(cmd, dict) else None
         if not isinstance(rid, str):
-            self._error(out, 0, E.ERR_BAD_EVENT, "remote_start: need an object with 'id'")
+            self._error(out, 0, E.ERR_BAD_EVENT, kind + ": need an object with 'id'")
+            return None
+        return rid
+
+    def _on_remote_start(self, cmd, now, out):
+        rid = self._command_id(cmd, "remote_start", out)
+        if rid is None:
             return
         sid = cmd.get("SessionID")
         ident = cmd.get("Identification")
@@ -74,9 +81,8 @@ class RemoteAndRecords:
                 self._windows.pop(0)
 
     def _on_remote_stop(self, cmd, now, out):
-        rid = cmd.get("id") if isinstance(cmd, dict) else None
-        if not isinstance(rid, str):
-            self._error(out, 0, E.ERR_BAD_EVENT, "remote_stop: need an object with 'id'")
+        rid = self._command_id(cmd, "remote_stop", out)
+        if rid is None:
             return
         sid = cmd.get("SessionID")
         evse_id = cmd.get("EvseID")
