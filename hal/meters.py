@@ -23,16 +23,6 @@ def words(typ):
     return 4 if typ == _U64 else 2 if typ > _I16 else 1
 
 
-def __getattr__(name):
-    """The table names (MODELS, plan_requests, U16, ...) for tools and tests: they live in
-    hal.meter_models, loaded only when asked for, so the run time need not keep them."""
-    from hal import meter_models
-
-    try:
-        return getattr(meter_models, name)
-    except AttributeError:
-        raise AttributeError(name) from None
-
 
 class MeterValueError(ValueError):
     """A register held a value that is no measurement (NaN, infinity, 'not available')."""

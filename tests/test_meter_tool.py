@@ -11,7 +11,7 @@ import tty
 
 import pytest
 
-from hal.meters import MODELS, plan_requests
+from hal.meter_models import MODELS, plan_requests
 from tests.mp.test_meters import _golden
 from tests.mp.test_modbus_fake import RegisterSlave
 from tests.mpy import ROOT

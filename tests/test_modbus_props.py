@@ -8,7 +8,8 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hal.meters import F32, HI_FIRST, MeterValueError, field_value, float32_scaled_int
+from hal.meter_models import F32, HI_FIRST
+from hal.meters import MeterValueError, field_value, float32_scaled_int
 from hal.modbus import ModbusError, ModbusMaster
 from tests.mp.test_modbus_fake import FakeUart, drive, reply_frame
 

@@ -15,7 +15,8 @@ if "." not in sys.path:
     sys.path.insert(0, ".")
 
 from hal.compat import MICROPYTHON  # noqa: E402
-from hal.meters import MODELS, Meter, plan_requests  # noqa: E402
+from hal.meter_models import MODELS, plan_requests  # noqa: E402
+from hal.meters import Meter  # noqa: E402
 from hal.modbus import ModbusMaster, crc16, parse_response, t35_us, wire_us  # noqa: E402
 
 try:

@@ -17,7 +17,8 @@ import serial
 
 from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_ms
-from hal.meters import MODELS, Meter, MeterValueError
+from hal.meter_models import MODELS
+from hal.meters import Meter, MeterValueError
 from hal.modbus import ModbusError, ModbusException, ModbusMaster, ModbusTimeout
 
 EXIT_EXCEPTION = 3

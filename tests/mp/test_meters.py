@@ -1,22 +1,13 @@
 """Meter table: decoding helpers, one golden reading per table row, request grouping and the
 Meter cycle with errors. Runs on CPython and on the MicroPython unix port."""
 
+from hal.meter_models import F32, HI_FIRST, I16, I32, LO_FIRST, MODELS, U16, U32, U64, plan_requests
 from hal.meters import (
-    F32,
-    HI_FIRST,
-    I16,
-    I32,
-    LO_FIRST,
-    MODELS,
-    U16,
-    U32,
-    U64,
     Meter,
     MeterValueError,
     field_value,
     float32,
     float32_scaled_int,
-    plan_requests,
     raw_value,
     scaled_int,
 )
