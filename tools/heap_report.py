@@ -1,11 +1,14 @@
 """Where the MicroPython heap goes: per-module cost of the firmware's code, loaded from .mpy.
 
-    python tools/heap_report.py [--heap 1024k]
+    python tools/heap_report.py [--heap 1024k] [--flat]
 
 Compiles firmware/ and hal/ with mpy-cross (host_sim.build), then imports the run-time modules
 one by one under the unix port (dependencies first) and prints the live heap each one adds after
-gc.collect(). Then boots the whole firmware on the simulator and prints its own figures: `base`
-(code and boot-time objects, after the boot-only modules were dropped) and the working peak.
+gc.collect(), and how many new qstrs (interned names and short strings, never freed) it brings.
+The qstr pool grows by doubling, so a module that crosses a pool boundary pays for the whole new
+pool; `--flat` pre-grows the pool so each module shows only its own cost. Then boots the whole
+firmware on the simulator and prints its own figures: `base` (code and boot-time objects, after
+the boot-only modules were dropped) and the working peak.
 The goal for the simulator is that everything fits `-X heapsize=128k` on this 64-bit port.
 """
 
@@ -27,16 +30,60 @@ RUNTIME = (
 PROBE = """
 import gc, sys
 sys.path[:0] = [{mpy!r}]
+if {flat!r}:
+    for i in range(1310):
+        exec("_q%d = 0" % i)  # just past a pool boundary: the next ~1250 qstrs need no new pool
 gc.collect(); base = gc.mem_alloc(); prev = base
-for m in {mods!r}:
+for m, nq in {mods!r}:
     try:
         __import__(m)
     except ImportError as e:
         print("%-26s (not importable: %s)" % (m, e)); continue
     gc.collect(); now = gc.mem_alloc()
-    print("%-26s %7d" % (m, now - prev)); prev = now
-print("%-26s %7d" % ("run-time code, total", prev - base))
+    print("%-26s %7d %5d" % (m, now - prev, nq)); prev = now
+print("%-26s %7d %5d" % ("run-time code, total", prev - base, {nq_total!r}))
 """
+
+
+def _vuint(b, i):
+    v = 0
+    while True:
+        c = b[i]
+        i += 1
+        v = (v << 7) | (c & 0x7F)
+        if not c & 0x80:
+            return v, i
+
+
+def mpy_qstrs(path):
+    """The dynamic (not built-in) qstrs of an .mpy file: its qstr table (mpy v6 layout)."""
+    with open(path, "rb") as f:
+        b = f.read()
+    if b[:1] != b"M":
+        raise ValueError(path + ": not an .mpy file")
+    i = 4
+    n, i = _vuint(b, i)
+    _objs, i = _vuint(b, i)
+    out = []
+    for _ in range(n):
+        v, i = _vuint(b, i)
+        if v & 1:
+            continue  # a built-in (static) qstr: costs nothing
+        out.append(b[i:i + (v >> 1)])
+        i += (v >> 1) + 1
+    return out
+
+
+def new_qstrs(mpy_dir, modules):
+    """[(module, qstrs it adds that no earlier module had)], total."""
+    seen = set()
+    out = []
+    for m in modules:
+        path = os.path.join(mpy_dir, *m.split(".")) + ".mpy"
+        qs = set(mpy_qstrs(path)) if os.path.exists(path) else set()
+        out.append((m, len(qs - seen)))
+        seen |= qs
+    return out, len(seen)
 
 
 def main():
@@ -47,7 +94,9 @@ def main():
     heap = sys.argv[sys.argv.index("--heap") + 1] if "--heap" in sys.argv else "1024k"
     with tempfile.TemporaryDirectory() as mpy:
         build(mpy)
-        code = PROBE.format(mpy=mpy, mods=RUNTIME)
+        mods, total = new_qstrs(mpy, RUNTIME)
+        print("%-26s %7s %5s" % ("module", "heap B", "qstrs"))
+        code = PROBE.format(mpy=mpy, mods=mods, nq_total=total, flat="--flat" in sys.argv)
         subprocess.run([micropython_exe(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT,
                        timeout=120, check=False)
     env = dict(os.environ, MPEVSE_MP_HEAP=heap)
