@@ -1,11 +1,12 @@
 """The imperative shell: drivers in, charging core in the middle, actuators/store/console out.
 
 Everything that touches time, ports or flash lives here; the core (`firmware.controller`) only
-maps (event, now) to actions. One control-loop pass polls every driver once — each poll is
-non-blocking by contract — feeds what they report to the core, executes the actions in order and
-yields for a couple of milliseconds, so a pilot change reaches the contactor within one pass.
-Nothing here waits for the network: the uplink (a later issue) will be another task that only
-exchanges messages with this loop.
+maps (event, now) to actions. One control-loop pass polls every driver once -- each poll is
+non-blocking by contract -- feeds what they report to the core, executes the actions in order,
+looks at the console without waiting, and sleeps the rest of LOOP_MS, so a pilot change reaches
+the contactor within one pass. One plain loop instead of asyncio tasks: asyncio's code and
+objects cost kilobytes of heap, and nothing here ever waits. The uplink (a later issue) must
+keep to that: exchange messages with this loop, never block it.
 
 On the unix port and CPython the firmware runs as a process of the host simulator:
     micropython -m firmware.app --board unix --flash DIR --reader-port P --meter-port P
@@ -20,35 +21,30 @@ import os
 import sys
 import time
 
-try:
-    import asyncio
-except ImportError:  # MicroPython before v1.21
-    import uasyncio as asyncio
-
 from firmware import events as E
 from firmware.authlists import LocalList
 from firmware.controller import Controller
 from firmware.ids import new_session_id
 from firmware.store import Outbox, OutboxFull, Store
 from firmware.unload import forget
-from hal.compat import ticks_add, ticks_diff, ticks_ms
+from hal.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from hal.iec61851 import DUTY_OFF
 
-LOOP_MS = 2  # one control-loop pass, then yield
+try:
+    from gc import mem_alloc, mem_free
+except ImportError:  # CPython has no heap figures: report 0
+
+    def mem_alloc():
+        return 0
+
+    mem_free = mem_alloc
+
+LOOP_MS = 2  # one control-loop pass, then sleep the rest of this
 GC_EVERY_MS = 1000  # controlled collection point; also where the live heap is sampled
 PP_EVERY_MS = 500  # the cable rating cannot change while plugged; a slow look suffices
 # AuthCache entries carry a ticks stamp: an entry older than the ESP32's 2**30 ms tick period
 # would look fresh again, so expired ones are purged well within half of it.
 PURGE_EVERY_MS = 3600000
-
-
-def heap_used():
-    """Live heap bytes (MicroPython's gc.mem_alloc); CPython has no such figure: 0."""
-    return gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
-
-
-def heap_free():
-    return gc.mem_free() if hasattr(gc, "mem_free") else 0
 
 
 def emit(ev, **fields):
@@ -69,7 +65,7 @@ class Shell:
         self.store = store
         self.outbox = Outbox(store)
         self.out = out
-        self.core = Controller(cfg, self._new_session_id)
+        self.core = Controller(cfg, lambda: new_session_id(os.urandom(16)))
         n = len(cfg["evses"])
         self.pp_amps = [None] * n
         self.meter_failed = [False] * n
@@ -79,79 +75,76 @@ class Shell:
         self.heap_base = 0
         self.heap_peak = 0
         self.running = True
-        self._act = {
-            E.A_CONTACTOR: self._do_contactor,
-            E.A_PWM: self._do_pwm,
-            E.A_SEND: self._do_send,
-            E.A_OUTBOX: self._do_outbox,
-            E.A_PERSIST: self._do_persist,
-            E.A_AUTH: self._do_auth,
-            E.A_STATE: self._do_state,
-            E.A_STATUS: self._do_status,
-            E.A_SESSION_START: self._do_session_start,
-            E.A_SESSION_END: self._do_session_end,
-            E.A_REPLY: self._do_reply,
-            E.A_ERROR: self._do_error,
-        }
-
-    @staticmethod
-    def _new_session_id():
-        return new_session_id(os.urandom(16))
 
     # -- boot --------------------------------------------------------------------------
     def boot(self, now):
-        """Wall clock, uplink state, local list, then whatever a power cut left open."""
-        for problem in self.store.problems:
+        """Wall clock, uplink state, local list, then whatever a power cut left open.
+        The persisted list (kept current by updates) wins over the provisioned file."""
+        store = self.store
+        for problem in store.problems:
             self.out("error", kind="store", message=str(problem))
         self.feed(E.EV_TIME, 0, int(time.time()), now)
         self.feed(E.EV_ONLINE, 0, False, now)  # no uplink in this build: offline policy rules
-        self._load_local_list(now)
-        for key in self.store.keys("session."):
+        data = store.get("locallist")
+        if data is None:
+            data = store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
+        if data is not None:
+            try:
+                lst = LocalList.from_json(data)
+            except ValueError as e:
+                self.out("error", kind="local_list", message=str(e))
+            else:
+                self.feed(E.EV_LOCAL_LIST, 0,
+                          {"full": True, "version": lst.version, "uids": lst.uids()}, now)
+        for key in store.keys("session."):
             try:
                 evse = int(key.split(".")[1])
             except ValueError:
                 self.out("error", kind="restore", message="bad key " + key)
                 continue
-            self.feed(E.EV_RESTORE, evse, self.store.get(key), now)
+            self.feed(E.EV_RESTORE, evse, store.get(key), now)
         self.next_pp = now
         self.next_gc = now
         self.next_purge = ticks_add(now, PURGE_EVERY_MS)
 
-    def _load_local_list(self, now):
-        """The persisted list (kept current by updates) wins over the provisioned file."""
-        data = self.store.get("locallist")
-        if data is None:
-            data = self.store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
-        if data is None:
-            return
-        try:
-            lst = LocalList.from_json(data)
-        except ValueError as e:
-            self.out("error", kind="local_list", message=str(e))
-            return
-        self.feed(E.EV_LOCAL_LIST, 0, {"full": True, "version": lst.version, "uids": lst.uids()},
-                  now)
-
     # -- the control loop --------------------------------------------------------------
-    def feed(self, kind, evse, data, now):
-        for action in self.core.step((kind, evse, data), now):
-            self._act[action[0]](action[1], action[2], now)
-
     def poll_once(self, now):
-        """One pass over every driver; each poll returns at once with at most one event."""
+        """One pass over every driver (each poll returns at once with at most one event),
+        then the due housekeeping: PP look, core deadline, hourly cache purge, and a
+        controlled GC point once a second whose live heap the `heap` command reports."""
         b = self.board
+        out = self.out
         for i in range(len(b.pilots)):
             ev = b.pilots[i].poll(now)
             if ev is not None:
                 state, diode = ev[1]
-                self.out("pilot", evse=i + 1, state=state, diode_ok=diode)
+                out("pilot", evse=i + 1, state=state, diode_ok=diode)
                 self.feed(E.EV_PILOT, i + 1, ev[1], now)
         for i in range(len(b.contactors)):
             ev = b.contactors[i].poll(now)
             if ev is not None:
-                self.out("mirror", evse=i + 1, state=ev[0])
+                out("mirror", evse=i + 1, state=ev[0])
                 self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
-        self._poll_reader(now)
+        ev = b.reader.poll(now)
+        if ev is not None:
+            kind, data = ev
+            if kind == "tap":
+                uid = data[0]
+                if data[1] == 5:  # EM4100 (RDM6300): 5 bytes -> a 7-byte OICP UID
+                    from hal.rdm6300 import oicp_uid
+
+                    uid = oicp_uid(uid)
+                out("card", uid=uid, bytes=data[1])
+                self.feed(E.EV_CARD, 0, uid, now)
+            elif kind == "gone":
+                self.feed(E.EV_CARD_GONE, 0, None, now)
+            elif kind == "unusable":
+                out("error", kind="reader", message="random UID {} is not a card id".format(data))
+            elif kind == "failed":
+                self.feed(E.EV_READER, 0, "failed", now)
+                out("error", kind="reader", message="reader failed: {}".format(data))
+            elif kind == "ok":
+                self.feed(E.EV_READER, 0, "ok", now)
         if b.bus is not None:  # Modbus meters share one bus: the SharedBus takes turns
             ev = b.bus.poll(now)
             if ev is not None:
@@ -164,33 +157,22 @@ class Shell:
                         self._on_meter(i, ev, now)
         if ticks_diff(now, self.next_pp) >= 0:
             self.next_pp = ticks_add(now, PP_EVERY_MS)
-            self._poll_proximity(now)
+            for i, pp in enumerate(b.proximity):
+                if pp is not None:
+                    amps = pp.cable_amps()
+                    if amps != self.pp_amps[i]:
+                        self.pp_amps[i] = amps
+                        self.feed(E.EV_PP, i + 1, amps, now)
         deadline = self.core.next_deadline()
         if deadline is not None and ticks_diff(now, deadline) >= 0:
             self.feed(E.EV_TICK, 0, None, now)
-
-    def _poll_reader(self, now):
-        ev = self.board.reader.poll(now)
-        if ev is None:
-            return
-        kind, data = ev
-        if kind == "tap":
-            uid = data[0]
-            if data[1] == 5:  # EM4100 (RDM6300): 5 bytes -> a 7-byte OICP UID
-                from hal.rdm6300 import oicp_uid
-
-                uid = oicp_uid(uid)
-            self.out("card", uid=uid, bytes=data[1])
-            self.feed(E.EV_CARD, 0, uid, now)
-        elif kind == "gone":
-            self.feed(E.EV_CARD_GONE, 0, None, now)
-        elif kind == "unusable":
-            self.out("error", kind="reader", message="random UID {} is not a card id".format(data))
-        elif kind == "failed":
-            self.feed(E.EV_READER, 0, "failed", now)
-            self.out("error", kind="reader", message="reader failed: {}".format(data))
-        elif kind == "ok":
-            self.feed(E.EV_READER, 0, "ok", now)
+        if ticks_diff(now, self.next_purge) >= 0:
+            self.next_purge = ticks_add(now, PURGE_EVERY_MS)
+            self.core.cache.purge(now)
+        if ticks_diff(now, self.next_gc) >= 0:
+            self.next_gc = ticks_add(now, GC_EVERY_MS)
+            gc.collect()
+            self.heap_peak = max(self.heap_peak, mem_alloc())
 
     def _on_meter(self, i, ev, now):
         """A reading, or an error; the fault is fed once when the driver declares the meter
@@ -204,94 +186,70 @@ class Shell:
             self.meter_failed[i] = True
             self.feed(E.EV_METER_FAULT, i + 1, str(ev[1]), now)
 
-    def _poll_proximity(self, now):
-        for i, pp in enumerate(self.board.proximity):
-            if pp is None:
-                continue
-            amps = pp.cable_amps()
-            if amps != self.pp_amps[i]:
-                self.pp_amps[i] = amps
-                self.feed(E.EV_PP, i + 1, amps, now)
-
-    def housekeeping(self, now):
-        """Hourly cache purge, and a controlled GC point once a second; the live heap after it
-        is what the `heap` command reports."""
-        if ticks_diff(now, self.next_purge) >= 0:
-            self.next_purge = ticks_add(now, PURGE_EVERY_MS)
-            self.core.cache.purge(now)
-        if ticks_diff(now, self.next_gc) < 0:
-            return
-        self.next_gc = ticks_add(now, GC_EVERY_MS)
-        gc.collect()
-        live = heap_used()
-        if live > self.heap_peak:
-            self.heap_peak = live
-
     # -- actions -----------------------------------------------------------------------
-    def _do_contactor(self, evse, close, now):
-        self.board.contactors[evse - 1].set(close, now)
-        self.out("contactor", evse=evse, closed=close)
+    def feed(self, kind, evse, data, now):
+        """One event into the core; its actions are executed in order. Most actions are only
+        reported: the JSON event is named after the action (firmware/events.py has the data)."""
+        out = self.out
+        for name, n, value in self.core.step((kind, evse, data), now):  # n: EVSE number
+            if name == E.A_CONTACTOR:
+                self.board.contactors[n - 1].set(value, now)
+                out(name, evse=n, closed=value)
+            elif name == E.A_PWM:
+                self.board.pilots[n - 1].set_duty(value)
+                out(name, evse=n, duty=value)
+            elif name == E.A_PERSIST:
+                self.store.put(value[0], value[1])
+            elif name == E.A_OUTBOX:
+                self.to_outbox(value)
+            elif name == E.A_STATE:
+                out(name, evse=n, state=value)
+            elif name == E.A_STATUS:
+                out(name, evse=n, status=value)
+            elif name == E.A_SESSION_START:
+                out(name, evse=n, session_id=value)
+            elif name == E.A_SESSION_END:
+                out(name, evse=n, session_id=value.get("session_id"),
+                    energy_kwh=value.get("energy_kwh"), reason=value.get("reason"))
+            elif name == E.A_AUTH:
+                out(name, evse=n, uid=value.get("uid"), result=value.get("result"),
+                    code=value.get("code"))
+            elif name == E.A_REPLY:
+                out(name, **value)
+            elif name == E.A_ERROR:
+                out(name, evse=n, kind=value[0], message=value[1])
+            elif name == E.A_SEND:
+                # No uplink in this build: say so; the request's deadline makes the core go
+                # offline.
+                out("error", kind="uplink", message="offline, not sent: " + value.get("type", "?"))
+            else:
+                raise KeyError(name)  # not in the contract: a core bug, not bad input
 
-    def _do_pwm(self, evse, duty, now):
-        self.board.pilots[evse - 1].set_duty(duty)
-        self.out("pwm", evse=evse, duty=duty)
-
-    def _do_send(self, evse, msg, now):
-        # No uplink in this build: say so; the request's deadline makes the core go offline.
-        self.out("error", kind="uplink", message="offline, not sent: " + msg.get("type", "?"))
-
-    def _do_outbox(self, evse, msg, now):
+    def to_outbox(self, msg):
+        """Persist a durable message and report CDRs and notifications. When the outbox is
+        full (uplink down for long), the oldest message that is superseded or optional (EVSE
+        status, charging notification) is dropped, loudly. A CDR is never dropped: if only
+        CDRs wait, the outbox grows past its limit (flash holds thousands)."""
+        box = self.outbox
         try:
-            self.outbox.add(msg["id"], msg)
+            box.add(msg["id"], msg)
         except OutboxFull:
-            self._make_room(msg)
+            for old_id, old in box.pending():
+                if old.get("type") != E.MSG_CDR:
+                    box.ack(old_id)
+                    self.out("error", kind="outbox_full",
+                             message="dropped {} {} to make room".format(old.get("type"), old_id))
+                    break
+            else:
+                box.limit += 1
+                self.out("error", kind="outbox_full",
+                         message="only CDRs waiting; limit raised to " + str(box.limit))
+            box.add(msg["id"], msg)
         kind = msg.get("type")
         if kind == E.MSG_CDR:
             self.out("cdr", session_id=msg.get("SessionID"), record=msg)
         elif kind == E.MSG_NOTIFICATION:
             self.out("notification", type=msg.get("Type"), session_id=msg.get("SessionID"))
-
-    def _make_room(self, msg):
-        """Outbox full (uplink down for long): drop the oldest message that is superseded or
-        optional (EVSE status, charging notification), loudly. A CDR is never dropped: if only
-        CDRs wait, the outbox grows past its limit (flash holds thousands)."""
-        for old_id, old in self.outbox.pending():
-            if old.get("type") != E.MSG_CDR:
-                self.outbox.ack(old_id)
-                self.out("error", kind="outbox_full",
-                         message="dropped {} {} to make room".format(old.get("type"), old_id))
-                break
-        else:
-            self.outbox.limit += 1
-            self.out("error", kind="outbox_full", message="only CDRs waiting; limit raised to "
-                     + str(self.outbox.limit))
-        self.outbox.add(msg["id"], msg)
-
-    def _do_persist(self, evse, kv, now):
-        self.store.put(kv[0], kv[1])
-
-    def _do_auth(self, evse, data, now):
-        self.out("auth", evse=evse, uid=data.get("uid"), result=data.get("result"),
-                 code=data.get("code"))
-
-    def _do_state(self, evse, name, now):
-        self.out("state", evse=evse, state=name)
-
-    def _do_status(self, evse, status, now):
-        self.out("status", evse=evse, status=status)
-
-    def _do_session_start(self, evse, session_id, now):
-        self.out("session_start", evse=evse, session_id=session_id)
-
-    def _do_session_end(self, evse, data, now):
-        self.out("session_end", evse=evse, session_id=data.get("session_id"),
-                 energy_kwh=data.get("energy_kwh"), reason=data.get("reason"))
-
-    def _do_reply(self, evse, data, now):
-        self.out("reply", **data)
-
-    def _do_error(self, evse, data, now):
-        self.out("error", evse=evse, kind=data[0], message=data[1])
 
     def safe_state(self, now):
         """Open every contactor and stop offering current: the last thing before the loop
@@ -312,10 +270,10 @@ class Shell:
             self.running = False
         elif cmd == "heap":
             gc.collect()
-            live = heap_used()
-            self.out("heap", base=self.heap_base, live=live, peak=max(self.heap_peak, live),
-                     working_peak=max(self.heap_peak, live) - self.heap_base,
-                     free=heap_free())
+            live = mem_alloc()
+            peak = max(self.heap_peak, live)
+            self.out("heap", base=self.heap_base, live=live, peak=peak,
+                     working_peak=peak - self.heap_base, free=mem_free())
         elif cmd == "status":
             self.out("snapshot", outbox=len(self.outbox), pp=self.pp_amps,
                      meter_failed=self.meter_failed)
@@ -325,78 +283,59 @@ class Shell:
             self.out("error", kind="console", message="unknown command: " + line.strip())
 
 
-async def control_loop(shell):
-    while shell.running:
-        now = ticks_ms()
-        shell.poll_once(now)
-        shell.housekeeping(now)
-        await asyncio.sleep(LOOP_MS / 1000)
-
-
-async def console_loop(shell, stream):
-    """Reads console lines without blocking the control loop (select.poll with 0 timeout)."""
-    import select
-
-    poller = select.poll()
-    poller.register(stream, select.POLLIN)
-    while shell.running:
-        if poller.poll(0):
-            line = stream.readline()
-            if not line:  # stdin closed: the simulator is gone, stop cleanly
-                shell.running = False
-                break
-            shell.command(line, ticks_ms())
-        await asyncio.sleep(0.01)
-
-
-# Needed only until the board is built; dropped afterwards so their code leaves the heap.
-BOOT_ONLY = ("firmware.config", "hal.meter_models", "hal.boards.common")
-
-
-def load_configuration(flash_dir):
-    """config.json, validated; raises config.ConfigError naming the field and the rule."""
+def build_board(target, flash_dir, ports):
+    """config.json, validated (config.ConfigError names the field and the rule), and the
+    board built from it. The boot-only modules are dropped before returning, so their code
+    leaves the heap once this frame's references to them are gone."""
     from firmware import config
 
     with open(flash_dir + "/config.json") as f:
-        return config.load(f.read())
-
-
-def build_board(target, cfg, ports):
+        cfg = config.load(f.read())
     if target == "unix":
-        from hal.boards import unix as board
+        from hal.boards import unix as wiring
     elif target == "host":
-        from hal.boards import host as board
+        from hal.boards import host as wiring
     elif target == "esp32":
-        from hal.boards import esp32 as board
+        from hal.boards import esp32 as wiring
     else:
         raise ValueError("unknown board " + target)
-    return board.build(cfg, **ports)
+    board = wiring.build(cfg, **ports)
+    # the builder goes too: what it built lives in other modules
+    forget("firmware.config", "hal.meter_models", "hal.boards.common", "hal.boards." + target)
+    return cfg, board
 
 
 def run(target, flash_dir, ports=None, console=None):
+    """Boot, then the control loop until `quit`, the console's EOF or an exception; a
+    `console` stream (stdin) is read only when select says a line is there."""
     start = ticks_ms()
     store = Store(flash_dir)
-    cfg = load_configuration(flash_dir)
-    board = build_board(target, cfg, ports or {})
-    forget(*BOOT_ONLY)
-    forget("hal.boards." + target)  # the builder; what it built lives in other modules
+    cfg, board = build_board(target, flash_dir, ports or {})
     gc.collect()
-    base = heap_used()
+    base = mem_alloc()
     shell = Shell(cfg, board, store)
-    now = ticks_ms()
-    shell.boot(now)
+    shell.boot(ticks_ms())
     gc.collect()
     shell.heap_base = base
-    emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=heap_used())
-    tasks = [control_loop(shell)]
+    emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc())
+    poller = None
     if console is not None:
-        tasks.append(console_loop(shell, console))
+        import select
 
-    async def main():
-        await asyncio.gather(*tasks)
-
+        poller = select.poll()
+        poller.register(console, select.POLLIN)
     try:
-        asyncio.run(main())
+        while shell.running:
+            now = ticks_ms()
+            shell.poll_once(now)
+            if poller is not None and poller.poll(0):
+                line = console.readline()
+                if not line:  # stdin closed: the simulator is gone, stop cleanly
+                    break
+                shell.command(line, ticks_ms())
+            spent = ticks_diff(ticks_ms(), now)
+            if spent < LOOP_MS:
+                sleep_ms(LOOP_MS - spent)
     finally:
         shell.safe_state(ticks_ms())  # whatever ended the loop, no contactor stays closed
 
@@ -405,19 +344,17 @@ def parse_args(argv):
     """--board B --flash DIR [--reader-port P] [--meter-port P] [--simio-port P]"""
     opts = {"board": "unix", "flash": "flash"}
     ports = {}
-    i = 0
-    while i < len(argv):
+    for i in range(0, len(argv), 2):
         key = argv[i]
         if not key.startswith("--") or i + 1 >= len(argv):
             raise ValueError("bad argument: " + key)
-        name, value = key[2:], argv[i + 1]
+        name = key[2:]
         if name.endswith("-port"):
-            ports[name[:-5]] = value
+            ports[name[:-5]] = argv[i + 1]
         elif name in opts:
-            opts[name] = value
+            opts[name] = argv[i + 1]
         else:
             raise ValueError("unknown option: " + key)
-        i += 2
     return opts, ports
 
 
@@ -426,8 +363,8 @@ def main(argv):
         opts, ports = parse_args(argv)
         run(opts["board"], opts["flash"], ports, console=sys.stdin)
     except (ValueError, OSError) as e:  # config.ConfigError is a ValueError naming the field
-        kind = "config" if type(e).__name__ == "ConfigError" else "startup"
-        emit("error", kind=kind, message=str(e))
+        emit("error", kind="config" if type(e).__name__ == "ConfigError" else "startup",
+             message=str(e))
         sys.exit(2)
 
 

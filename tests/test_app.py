@@ -110,12 +110,12 @@ def test_meter_failure_and_recovery_are_fed_once_each(tmp_path):
 def test_full_outbox_drops_the_oldest_status_never_a_cdr(tmp_path):
     shell, events, _ = make_shell(tmp_path)
     shell.outbox.limit = 3
-    shell._do_outbox(0, {"id": "cdr-1", "type": "cdr"}, 0)
-    shell._do_outbox(0, {"id": "s-1", "type": "evse_status"}, 0)
-    shell._do_outbox(0, {"id": "cdr-2", "type": "cdr"}, 0)
-    shell._do_outbox(0, {"id": "cdr-3", "type": "cdr"}, 0)
+    shell.to_outbox({"id": "cdr-1", "type": "cdr"})
+    shell.to_outbox({"id": "s-1", "type": "evse_status"})
+    shell.to_outbox({"id": "cdr-2", "type": "cdr"})
+    shell.to_outbox({"id": "cdr-3", "type": "cdr"})
     assert shell.outbox.ids() == ["cdr-1", "cdr-2", "cdr-3"]
-    shell._do_outbox(0, {"id": "cdr-4", "type": "cdr"}, 0)  # only CDRs left: limit grows
+    shell.to_outbox({"id": "cdr-4", "type": "cdr"})  # only CDRs left: limit grows
     assert shell.outbox.ids() == ["cdr-1", "cdr-2", "cdr-3", "cdr-4"]
     assert len(kinds(events, "error")) == 2
 
@@ -192,10 +192,10 @@ def test_expired_cache_entries_are_purged_before_the_tick_counter_can_wrap(tmp_p
     shell.boot(0)
     shell.core.cache.put("04D5E6F7", 0)
     day = 86400 * 1000
-    shell.housekeeping(day - 1)  # purged, but not yet expired
+    shell.poll_once(day - 1)  # purged, but not yet expired
     assert len(shell.core.cache) == 1
     for hour in range(1, 30):
-        shell.housekeeping(day + hour * 3600 * 1000)
+        shell.poll_once(day + hour * 3600 * 1000)
     assert len(shell.core.cache) == 0  # dropped once expired, not left to alias after a wrap
 
 
