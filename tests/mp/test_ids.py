@@ -3,13 +3,10 @@
 from firmware.ids import (
     IdError,
     check_cp_id,
-    check_evco_id,
     check_evse_id,
-    check_operator_id,
     check_session_id,
     new_session_id,
     normalize_uid,
-    uid_from_bytes,
 )
 
 
@@ -46,18 +43,6 @@ def test_normalize_uid_rejects():
         assert e.kind == "UID"
 
 
-def test_uid_from_bytes():
-    assert uid_from_bytes(b"\x04\xa1\xb2\xc3") == "04A1B2C3"
-    assert uid_from_bytes(bytearray(b"\x01\x02\x03\x04\x05\x06\x07")) == "01020304050607"
-    assert uid_from_bytes(bytes(range(10))) == "00010203040506070809"
-    for bad in (b"", b"\x01\x02\x03", bytes(5), bytes(11), "04A1B2C3"):
-        try:
-            uid_from_bytes(bad)
-        except IdError:
-            continue
-        raise AssertionError(bad)
-
-
 def test_evse_ids():
     for good in ("DE*AB7*E840*6487", "DEAB7E8406487", "+49*810*000*438", "49*810*1",
                  "DE*A1B*E1", "DE*ABC*E" + "1" * 30):
@@ -74,22 +59,6 @@ def test_evse_ids():
         (42, "must be a string"),
     ):
         assert _raises(check_evse_id, bad, fragment).kind == "EvseID"
-
-
-def test_evco_ids():
-    for good in ("DE-8EO-CAet5e4XY-3", "DE8EOCAet5e43X1", "DE*8EO*Aet5e4*3", "DE-8EO-Aet5e4-3",
-                 "DE8EOAet5e43", "DE*ICE*I01000*6", "DE*8EO*Aet5e4*X"):
-        assert check_evco_id(good) == good
-    for bad in ("DE|8EO|Aet5e4|3", "DE*8EO*Aet5e4*Y", "DE8EOCAet5e4X", "D-8EO-CAet5e4XY-3",
-                "DE-8EO-CAet5e4XY-", "", "DE**8EO*Aet5e4*3"):
-        assert _raises(check_evco_id, bad, "must be").kind == "EvcoID"
-
-
-def test_operator_ids():
-    for good in ("DE*A36", "DEA36", "+49*536", "49*536"):
-        assert check_operator_id(good) == good
-    for bad in ("DE*A3", "+49*53", "DE-A36"):
-        _raises(check_operator_id, bad, "must be")
 
 
 def test_session_ids():
