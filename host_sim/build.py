@@ -1,13 +1,18 @@
 """Compile `firmware/` and `hal/` to `.mpy` with mpy-cross, keeping the package folders.
 
 The MicroPython run of the simulator imports the same bytecode that would be deployed, so the
-unix port loads `build/mpy/firmware/app.mpy` etc. (MICROPYPATH=build/mpy:<repo>). Only files
-whose source is newer than their `.mpy` are recompiled; `.mpy` files whose source is gone are
-removed so a deleted module cannot linger in the build.
+unix port loads `build/mpy/firmware/app.mpy` etc. (MICROPYPATH=build/mpy:<repo>). Before
+compiling, `tools.constfold` folds the named constants into the code that reads them (the
+deployed image has no constant tables to keep in RAM); the folded sources are kept under
+`<out>/.src/` and a module is recompiled only when its folded text changed. The device-side tests
+(`tests/mp/`) are folded the same way into `<out>/tests/mp/`, so under MicroPython they exercise
+exactly the image. `.mpy` files whose source is gone are removed so a deleted module cannot
+linger in the build.
 
     python -m host_sim.build [OUT_DIR]
 """
 
+import glob
 import os
 import shutil
 import subprocess
@@ -43,17 +48,50 @@ def _sources(root):
                     yield os.path.relpath(os.path.join(folder, name), root)
 
 
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _write_if_changed(path, text):
+    """Write `text` unless the file already holds it; -> True if written."""
+    if os.path.exists(path) and _read(path) == text:
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
+def _device_tests(root):
+    """The tests that run on the device image, with the package files that make them
+    importable as `tests.mp.*`."""
+    paths = ["tests/__init__.py", "tests/mp/__init__.py"]
+    paths += sorted(os.path.relpath(p, root).replace(os.sep, "/")
+                    for p in glob.glob(os.path.join(root, "tests", "mp", "*.py")))
+    return [p for p in dict.fromkeys(paths) if os.path.exists(os.path.join(root, p))]
+
+
 def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
-    """Compile every changed module; return (compiled, removed) lists of relative paths."""
+    """Fold, then compile every module whose folded text changed; return (compiled, removed)
+    lists of relative paths."""
+    from tools.constfold import fold_tree
+
     exe = mpy_cross_exe()
+    sources = {rel: _read(os.path.join(root, rel)) for rel in _sources(root)}
+    tests = {rel: _read(os.path.join(root, rel)) for rel in _device_tests(root)}
+    folded = fold_tree(sources, tests)
+    for rel in tests:
+        _write_if_changed(os.path.join(out_dir, rel), folded[rel])
     wanted = set()
     compiled = []
-    for rel in _sources(root):
-        src = os.path.join(root, rel)
+    for rel in sources:
+        src = os.path.join(out_dir, ".src", rel)
         dst_rel = rel[:-3] + ".mpy"
         wanted.add(dst_rel)
         dst = os.path.join(out_dir, dst_rel)
-        if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        if not _write_if_changed(src, folded[rel]) and os.path.exists(dst) \
+                and os.path.getmtime(dst) >= os.path.getmtime(src):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         tmp = dst + ".tmp"
