@@ -27,18 +27,13 @@ CMD_RF_CONFIGURATION = const(0x32)
 CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
 CMD_IN_RELEASE = const(0x52)
 
-# 55 55 then zeros: the 55s wake the HSU, the 00s give it time (and are valid preamble bytes).
-WAKE_PREAMBLE = b"\x55\x55" + bytes(16)
 SAM_NORMAL = build_frame(b"\x14\x01\x00\x00")  # normal mode, no virtual-card timeout, no IRQ
-WAKE_AND_SAM = WAKE_PREAMBLE + SAM_NORMAL  # one write: the zeros double as frame preamble
+# 55 55 then zeros: the 55s wake the HSU, the 00s give it time (and are valid preamble bytes).
+# One write: the zeros double as the frame's preamble.
+WAKE_AND_SAM = b"\x55\x55" + bytes(16) + SAM_NORMAL
 GET_FIRMWARE_VERSION = build_frame(b"\x02")
 IN_LIST_PASSIVE_TARGET = build_frame(b"\x4a\x01\x00")  # MaxTg 1, BrTy 106 kbps type A
 IN_RELEASE = build_frame(b"\x52\x00")  # Tg 0 = all targets
-
-
-def rf_max_retries_frame(passive_activation):
-    """RFConfiguration item 0x05: MxRtyATR FF (default), MxRtyPSL 01, MxRtyPassiveActivation."""
-    return build_frame(bytes((CMD_RF_CONFIGURATION, 0x05, 0xFF, 0x01, passive_activation)))
 
 
 def parse_target(payload):
@@ -49,30 +44,24 @@ def parse_target(payload):
     """
     n = len(payload)
     if n < 3:
-        raise ValueError("short InListPassiveTarget reply")
+        raise ValueError("short reply")
     if payload[2] == 0:
         return None
-    if n < 8:
-        raise ValueError("truncated target data")
-    uid_len = payload[7]
+    uid_len = payload[7] if n >= 8 else 0
     if uid_len not in (4, 7, 10):
-        raise ValueError("UID length not 4/7/10")
+        raise ValueError("UID length")
     if n < 8 + uid_len:
-        raise ValueError("truncated UID")
+        raise ValueError("short UID")
     return payload[8 : 8 + uid_len]
 
 
-def is_random_uid(uid):
-    """ISO 14443-3: a 4-byte UID starting 0x08 is drawn anew at each activation."""
-    return len(uid) == 4 and uid[0] == 0x08
-
-
-# driver phases
-_WAKE = const(0)  # next send = wake preamble + SAMConfiguration
+# Driver phases, in the order of the start-up sequence; each sends one command.
+_WAKE = const(0)  # wake preamble + SAMConfiguration
 _FIRMWARE = const(1)
 _RF_CONFIG = const(2)
 _POLL = const(3)
 _RELEASE = const(4)
+_PHASE_CMDS = b"\x14\x02\x32\x4a\x52"  # the command byte each phase sends
 
 
 class PN532:
@@ -88,9 +77,9 @@ class PN532:
         backoff_max_ms=4000,
     ):
         if not 0 <= retries < 0xFF:
-            raise ValueError("retries must be 0..254 (0xFF means wait forever)")
+            raise ValueError("retries 0..254")  # 0xFF would make the chip wait forever
         if timeout_ms <= 0 or poll_interval_ms < 0 or gone_after < 1:
-            raise ValueError("bad timing parameters")
+            raise ValueError("bad timing")
         self.uart = uart
         self.poll_interval_ms = poll_interval_ms
         self.timeout_ms = timeout_ms
@@ -98,7 +87,15 @@ class PN532:
         self.fail_after_ms = fail_after_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
-        self._rf_config = rf_max_retries_frame(retries)
+        # What each phase writes. RFConfiguration item 0x05: MxRtyATR FF (default),
+        # MxRtyPSL 01, MxRtyPassiveActivation = retries.
+        self._frames = (
+            WAKE_AND_SAM,
+            GET_FIRMWARE_VERSION,
+            build_frame(bytes((CMD_RF_CONFIGURATION, 0x05, 0xFF, 0x01, retries))),
+            IN_LIST_PASSIVE_TARGET,
+            IN_RELEASE,
+        )
         self.parser = FrameParser()
         self.firmware = None  # (IC, Ver, Rev, Support) once GetFirmwareVersion answered
         # counters, for diagnostics; nothing bad is dropped without being counted
@@ -108,63 +105,32 @@ class PN532:
         self.bad_replies = 0  # InListPassiveTarget replies with unusable target data
         self.polls = 0
         self.stale = 0  # bytes found waiting before a command and thrown away
+        self.failed = False  # no valid answer for fail_after_ms (reported as "failed")
+        self.present = None  # UID hex of the card in the field (None if none or a random UID)
         self._phase = _WAKE
         self._busy = False
         self._cmd = 0
         self._deadline = 0
-        self._due = 0
-        self._started = False
+        self._due = None  # None: the first poll sends at once
         self._sent_at = 0
         self._trouble_since = None  # send time of the first failed exchange since a good one
         self._rx_since_send = 0
         self._frames_since_send = 0
         self._aborted = False
         self._fails = 0  # consecutive aborted exchanges
-        self._failed = False
         self._reason = None
         self._pending = None  # an event held back because "ok" went first
-        self._present = None  # raw UID bytes of the card in the field
-        self._present_hex = None
+        self._present = None  # raw UID bytes of the card in the field (random ones too)
         self._present_random = False
         self._empty = 0
 
-    # -- public -----------------------------------------------------------------------------
-    @property
-    def failed(self):
-        return self._failed
-
-    @property
-    def present(self):
-        """UID hex of the card in the field (None if none or only a random UID)."""
-        return None if self._present_random else self._present_hex
-
     def poll(self, now):
-        if not self._started:
-            self._started = True
+        if self._due is None:
             self._due = now
         if self._pending is not None:
             ev, self._pending = self._pending, None
             return ev
         self._aborted = False
-        ev = self._receive(now)
-        if ev is not None:
-            return ev
-        if self._busy:
-            if ticks_diff(now, self._deadline) >= 0:
-                if self._frames_since_send:
-                    self._abort(now, "no reply")
-                else:
-                    self._abort(now, "garbage" if self._rx_since_send else "no answer")
-        elif not self._aborted and ticks_diff(now, self._due) >= 0:
-            self._send(now)  # at most one write per poll: not in the poll that sent an abort
-        since = self._trouble_since
-        if not self._failed and since is not None and ticks_diff(now, since) >= self.fail_after_ms:
-            self._failed = True
-            return ("failed", self._reason)
-        return None
-
-    # -- receiving --------------------------------------------------------------------------
-    def _receive(self, now):
         uart, parser = self.uart, self.parser
         n = uart.any()
         if n:
@@ -176,11 +142,25 @@ class PN532:
         while True:
             frame = parser.next()
             if frame is None:
-                return None
+                break
             ev = self._on_frame(frame[0], frame[1], now)
             if ev is not None:
                 return ev
+        if self._busy:
+            if ticks_diff(now, self._deadline) >= 0:
+                if self._frames_since_send:
+                    self._abort(now, "no reply")
+                else:
+                    self._abort(now, "garbage" if self._rx_since_send else "no answer")
+        elif not self._aborted and ticks_diff(now, self._due) >= 0:
+            self._send(now)  # at most one write per poll: not in the poll that sent an abort
+        since = self._trouble_since
+        if not self.failed and since is not None and ticks_diff(now, since) >= self.fail_after_ms:
+            self.failed = True
+            return ("failed", self._reason)
+        return None
 
+    # -- receiving --------------------------------------------------------------------------
     def _on_frame(self, kind, payload, now):
         if not self._busy:
             self.unexpected += 1
@@ -204,8 +184,8 @@ class PN532:
         self._trouble_since = None
         self._fails = 0
         ev = self._on_reply(payload, now)
-        if self._failed:
-            self._failed = False
+        if self.failed:
+            self.failed = False
             self._reason = None
             self._pending = ev
             return ("ok", None)
@@ -234,30 +214,26 @@ class PN532:
                 return None
             if uid is None:
                 self._due = ticks_add(now, self.poll_interval_ms)
-                return self._empty_poll()
+                if self._present is None:
+                    return None
+                self._empty += 1
+                return self._forget() if self._empty >= self.gone_after else None
             self._phase, self._due = _RELEASE, now
             return self._card(uid)
         return None
 
     # -- presence ---------------------------------------------------------------------------
-    def _empty_poll(self):
-        if self._present is None:
-            return None
-        self._empty += 1
-        if self._empty < self.gone_after:
-            return None
-        return self._forget()
-
     def _forget(self):
-        old, was_random = self._present_hex, self._present_random
-        self._present = self._present_hex = None
+        old = self.present
+        self._present = self.present = None
         self._present_random = False
         self._empty = 0
-        return None if was_random else ("gone", old)
+        return None if old is None else ("gone", old)
 
     def _card(self, uid):
         self._empty = 0
-        random = is_random_uid(uid)
+        # ISO 14443-3: a 4-byte UID starting 0x08 is drawn anew at each activation.
+        random = len(uid) == 4 and uid[0] == 0x08
         if self._present is not None:
             if random and self._present_random:
                 return None  # the same phone, with a new random UID each activation
@@ -267,40 +243,25 @@ class PN532:
             if ev is not None:
                 return ev
         self._present = bytes(uid)
-        self._present_hex = self._present.hex().upper()
         self._present_random = random
+        uid_hex = self._present.hex().upper()
         if random:
-            return ("unusable", self._present_hex)
-        return ("tap", (self._present_hex, len(uid)))
+            return ("unusable", uid_hex)
+        self.present = uid_hex
+        return ("tap", (uid_hex, len(uid)))
 
     # -- sending and recovery -----------------------------------------------------------------
-    def _flush_rx(self):
-        """Stale bytes before a new command are garbage: count them, forget them."""
-        n = self.uart.any()
+    def _send(self, now):
+        # Stale bytes before a new command are garbage: count them, forget them.
+        uart = self.uart
+        n = uart.any()
         if n:
-            data = self.uart.read(n)
+            data = uart.read(n)
             if data:
                 self.stale += len(data)
         self.parser.reset()
-
-    def _send(self, now):
-        self._flush_rx()
-        phase = self._phase
-        if phase == _WAKE:
-            self._cmd = CMD_SAM_CONFIGURATION
-            self.uart.write(WAKE_AND_SAM)
-        elif phase == _FIRMWARE:
-            self._cmd = CMD_GET_FIRMWARE_VERSION
-            self.uart.write(GET_FIRMWARE_VERSION)
-        elif phase == _RF_CONFIG:
-            self._cmd = CMD_RF_CONFIGURATION
-            self.uart.write(self._rf_config)
-        elif phase == _RELEASE:
-            self._cmd = CMD_IN_RELEASE
-            self.uart.write(IN_RELEASE)
-        else:
-            self._cmd = CMD_IN_LIST_PASSIVE_TARGET
-            self.uart.write(IN_LIST_PASSIVE_TARGET)
+        self._cmd = _PHASE_CMDS[self._phase]
+        uart.write(self._frames[self._phase])
         self._busy = True
         self._sent_at = now
         self._rx_since_send = 0

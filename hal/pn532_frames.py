@@ -9,7 +9,6 @@ bytes it has to throw away are counted, never raised, so a noisy line cannot cra
 from hal.compat import const
 
 ACK_FRAME = b"\x00\x00\xff\x00\xff\x00"  # host -> PN532 it aborts the command in progress
-NACK_FRAME = b"\x00\x00\xff\xff\x00\x00"
 
 TFI_HOST = const(0xD4)  # host -> PN532
 TFI_CHIP = const(0xD5)  # PN532 -> host
@@ -28,16 +27,11 @@ _MAX_FRAME = const(273)
 BUFFER_SIZE = const(288)  # > _MAX_FRAME, so a buffer that holds no complete frame has room
 
 
-def checksum(data):
-    """The byte that makes `sum(data) + checksum` a multiple of 256 (LCS and DCS)."""
-    return (-sum(data)) & 0xFF
-
-
 def build_frame(payload, tfi=TFI_HOST):
     """A normal information frame around `payload` (command byte first, then parameters)."""
     n = len(payload) + 1
     if n > MAX_NORMAL_LEN:
-        raise ValueError("payload too long for a normal frame")
+        raise ValueError("payload > 254")
     out = bytearray(n + 7)
     out[2] = 0xFF
     out[3] = n
@@ -46,16 +40,6 @@ def build_frame(payload, tfi=TFI_HOST):
     out[6 : 6 + n - 1] = payload
     out[n + 5] = (-(tfi + sum(payload))) & 0xFF
     return bytes(out)
-
-
-def build_extended_frame(payload, tfi=TFI_CHIP):
-    """An extended information frame (the PN532 uses it for > 254 data bytes); for tests/sims."""
-    n = len(payload) + 1
-    if n > MAX_EXTENDED_LEN:
-        raise ValueError("payload too long for an extended frame")
-    hi, lo = n >> 8, n & 0xFF
-    head = bytes((0x00, 0x00, 0xFF, 0xFF, 0xFF, hi, lo, (-(hi + lo)) & 0xFF, tfi))
-    return head + bytes(payload) + bytes(((-(tfi + sum(payload))) & 0xFF, 0x00))
 
 
 class FrameParser:
@@ -70,7 +54,7 @@ class FrameParser:
 
     def __init__(self, size=BUFFER_SIZE):
         if size <= _MAX_FRAME:
-            raise ValueError("buffer must hold the longest frame")
+            raise ValueError("size <= 273")
         self._buf = bytearray(size)
         self._mv = memoryview(self._buf)
         self._start = 0
@@ -82,10 +66,6 @@ class FrameParser:
     def room(self):
         """How many bytes `feed` can take without dropping any."""
         return len(self._buf) - (self._end - self._start)
-
-    def pending(self):
-        """Bytes held that are not yet a complete frame."""
-        return self._end - self._start
 
     def reset(self):
         """Forget everything buffered (e.g. after a time-out); counted as garbage if not 00."""
@@ -147,27 +127,21 @@ class FrameParser:
                     return None
                 hi, lo = buf[j + 4], buf[j + 5]
                 n = (hi << 8) | lo
-                if (hi + lo + buf[j + 6]) & 0xFF or n == 0 or n > MAX_EXTENDED_LEN:
-                    self._reject(j)
-                    continue
+                ok = not (hi + lo + buf[j + 6]) & 0xFF and 0 < n <= MAX_EXTENDED_LEN
                 body = j + 7
             else:
                 n = a
-                if (a + b) & 0xFF or n == 0:
-                    self._reject(j)
-                    continue
+                ok = not (a + b) & 0xFF and n > 0
                 body = j + 4
-            if e - body < n + 1:
-                return None
-            if sum(self._mv[body : body + n + 1]) & 0xFF:
-                self._reject(j)
-                continue
-            self._start = body + n + 1
-            if n == 1 and buf[body] == TFI_ERROR:
-                return (ERROR, None)
-            return (DATA, bytes(self._mv[body : body + n]))
-
-    def _reject(self, j):
-        """A start code that did not lead to a valid frame: skip it and hunt on."""
-        self.bad_frames += 1
-        self._start = j + 2
+            if ok:
+                if e - body < n + 1:
+                    return None
+                if not sum(self._mv[body : body + n + 1]) & 0xFF:
+                    self._start = body + n + 1
+                    if n == 1 and buf[body] == TFI_ERROR:
+                        return (ERROR, None)
+                    return (DATA, bytes(self._mv[body : body + n]))
+            # A start code that did not lead to a valid frame (LCS, DCS or length): skip it and
+            # hunt on.
+            self.bad_frames += 1
+            self._start = j + 2

@@ -7,10 +7,9 @@ from hal.pn532 import (
     IN_RELEASE,
     PN532,
     WAKE_AND_SAM,
-    rf_max_retries_frame,
 )
 from hal.pn532_frames import ACK_FRAME
-from tests.mp.test_pn532_fake import FakePN532Uart, drive
+from tests.mp.test_pn532_fake import FakePN532Uart, drive, rf_max_retries_frame
 
 UID4 = b"\xde\xad\xbe\xef"
 UID7 = b"\x04\xa1\xb2\xc3\xd4\xe5\xf6"
@@ -93,6 +92,14 @@ def test_random_uid_is_unusable_once_per_presence():
     uart.card = UID4
     events, t = drive(drv, uart, t, 300)
     assert kinds(events) == ["tap"]
+
+
+def test_only_a_4_byte_uid_starting_08_is_random():
+    for uid, kind in ((b"\x08\x12\x34\x56", "unusable"), (b"\x04\x12\x34\x56", "tap"),
+                      (b"\x08\x12\x34\x56\x78\x9a\xbc", "tap")):
+        drv, uart = new(card=uid)
+        events, _ = drive(drv, uart, T0, 300)
+        assert kinds(events) == [kind], (uid, events)
 
 
 def test_card_swap_reports_gone_then_the_new_tap():

@@ -11,6 +11,24 @@ arrive split the way a UART delivers them.
 from hal.pn532_frames import ACK_FRAME, DATA, TFI_CHIP, TFI_HOST, FrameParser, build_frame
 
 ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+NACK_FRAME = b"\x00\x00\xff\xff\x00\x00"
+
+
+def build_extended_frame(payload, tfi=TFI_CHIP):
+    """An extended information frame (the PN532 uses it for > 254 data bytes); the driver only
+    parses these, so the builder lives with the tests."""
+    n = len(payload) + 1
+    if n > 265:
+        raise ValueError("payload too long for an extended frame")
+    hi, lo = n >> 8, n & 0xFF
+    head = bytes((0x00, 0x00, 0xFF, 0xFF, 0xFF, hi, lo, (-(hi + lo)) & 0xFF, tfi))
+    return head + bytes(payload) + bytes(((-(tfi + sum(payload))) & 0xFF, 0x00))
+
+
+def rf_max_retries_frame(passive_activation):
+    """RFConfiguration item 0x05 as the driver sends it: MxRtyATR FF, MxRtyPSL 01, then
+    MxRtyPassiveActivation (golden bytes in test_pn532_frames)."""
+    return build_frame(bytes((0x32, 0x05, 0xFF, 0x01, passive_activation)))
 
 
 def ilpt_reply(uid, sens_res=b"\x00\x04", sel_res=0x08, ats=b""):

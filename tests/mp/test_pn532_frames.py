@@ -6,9 +6,7 @@ from hal.pn532 import (
     IN_RELEASE,
     SAM_NORMAL,
     WAKE_AND_SAM,
-    is_random_uid,
     parse_target,
-    rf_max_retries_frame,
 )
 from hal.pn532_frames import (
     ACK,
@@ -16,12 +14,11 @@ from hal.pn532_frames import (
     DATA,
     ERROR,
     NACK,
-    NACK_FRAME,
     TFI_CHIP,
     FrameParser,
-    build_extended_frame,
     build_frame,
 )
+from tests.mp.test_pn532_fake import NACK_FRAME, build_extended_frame, rf_max_retries_frame
 
 
 def h(s):
@@ -141,7 +138,7 @@ def test_truncated_frame_waits_then_completes():
     assert p.next() is None
     p.feed(frame[10:])
     assert p.next() == (DATA, frame[5:-2])
-    assert p.next() is None and p.pending() <= 1
+    assert p.next() is None and (p._end - p._start) <= 1
 
 
 def test_buffer_is_bounded():
@@ -149,7 +146,7 @@ def test_buffer_is_bounded():
     for _ in range(50):
         p.feed(b"\x5a" * 100)
         assert p.next() is None
-    assert p.pending() == 0
+    assert (p._end - p._start) == 0
     assert p.garbage == 5000 and p.overflow == 0
     # an oversize burst without next(): the excess is dropped and counted
     p.feed(b"\x00\xff\xff\xff\x01\x00\xff" + b"\x11" * 1000)
@@ -173,9 +170,3 @@ def test_parse_target_golden_and_lengths():
         except ValueError:
             continue
         raise AssertionError(bad)
-
-
-def test_random_uid():
-    assert is_random_uid(h("08 12 34 56"))
-    assert not is_random_uid(h("04 12 34 56"))
-    assert not is_random_uid(h("08 12 34 56 78 9A BC"))
