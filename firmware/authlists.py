@@ -107,10 +107,6 @@ def _hex_at(blob, off):
     return binascii.hexlify(blob[off + 1:off + 1 + blob[off]]).decode().upper()
 
 
-def _uid_at(blob, i):
-    return _hex_at(blob, i * _REC)
-
-
 class LocalList:
     """UIDs that may charge without asking the backend; `version` 0 = empty / never loaded."""
 
@@ -163,7 +159,7 @@ class LocalList:
             for i in range(old, scratch):
                 if _cmp(buf, i * _REC, buf, scratch * _REC) == 0:
                     raise ValueError("local list delta: UID {} is in both add and remove"
-                                     .format(_uid_at(buf, i)))
+                                     .format(_hex_at(buf, i * _REC)))
             i = self._find(buf, scratch * _REC)
             if i >= 0:
                 buf[i * _REC] = _DROP
@@ -192,7 +188,7 @@ class LocalList:
 
     def uids(self):
         """The UIDs in record order (4-byte ones first); allocates, for persistence and tests."""
-        return [_uid_at(self._blob, i) for i in range(len(self))]
+        return [_hex_at(self._blob, off) for off in range(0, len(self._blob), _REC)]
 
     def to_json(self):
         return {"version": self.version, "uids": self.uids()}
@@ -207,18 +203,6 @@ class LocalList:
         return lst
 
 
-class CacheEntry:
-    """A positive online answer: who, when (ticks_ms), and which tokens may stop the session."""
-
-    def __init__(self, uid, stored_ms, stop_ids):
-        self.uid = uid
-        self.stored_ms = stored_ms
-        self.stop_ids = stop_ids
-
-    def __repr__(self):
-        return "CacheEntry({!r}, {}, {!r})".format(self.uid, self.stored_ms, self.stop_ids)
-
-
 class AuthCache:
     """Bounded cache of POSITIVE online authorization results; the oldest entry is evicted.
 
@@ -226,14 +210,10 @@ class AuthCache:
     length byte + UID padded to 10 + the 8-byte tick it was stored at (length 0 = free slot).
     100 entries cost ~1.9 KB instead of ~12 KB of dict, strings and tuples. The rare stop ids
     live in a small dict keyed by UID. `size` 0 disables the cache. `ttl_ms` is clamped to
-    MAX_TTL_MS (see module docstring).
+    MAX_TTL_MS (see module docstring). Size and TTL are validated by firmware.config.
     """
 
     def __init__(self, size=100, ttl_ms=86_400_000):
-        if not isinstance(size, int) or size < 0:
-            raise ValueError("auth cache size {!r}: must be an integer >= 0".format(size))
-        if not isinstance(ttl_ms, int) or ttl_ms <= 0:
-            raise ValueError("auth cache ttl_ms {!r}: must be a positive integer".format(ttl_ms))
         self.size = size
         self.ttl_ms = min(ttl_ms, MAX_TTL_MS)
         self._buf = bytearray(0)  # grows by _GROW records up to size (no 1.9 KB block at boot)
@@ -310,7 +290,8 @@ class AuthCache:
             self._stops[u] = stop_ids
 
     def get(self, uid, now):
-        """The CacheEntry for `uid`, or None if absent or expired (an expired one is dropped)."""
+        """The stop ids of a live entry for `uid` (a tuple, empty if none were given), or None
+        if absent or expired (an expired one is dropped)."""
         key = bytearray(_REC)
         _put_record(key, 0, uid)
         off = self._find(key)
@@ -319,8 +300,7 @@ class AuthCache:
         if self._expired(off, now):
             self._drop(off)
             return None
-        u = _hex_at(key, 0)
-        return CacheEntry(u, self._stored(off), self._stops.get(u))
+        return self._stops.get(_hex_at(key, 0), ())
 
     def remove(self, uid):
         """Forget `uid` (e.g. after the backend refused it); True if it was cached."""

@@ -32,7 +32,7 @@ class Authorization(Uplink):
         self._card = True
         for i, s in enumerate(self.sessions):
             if s is not None and s.may_stop(uid):
-                self._happen(i, self.evses[i].stop(E.R_LOCAL, now, out), now, out)
+                self._stop(i, E.R_LOCAL, now, out)
                 return
         for r in self._requests.values():
             if r[2] == uid and r[0] == Q_START:
@@ -49,8 +49,7 @@ class Authorization(Uplink):
                     s.req = self._send(Q_STOP, j, uid, s, now, out)
                     asked = True
         if not asked:
-            out.append((E.A_AUTH, 0, {"uid": uid, "result": S.DISPLAY_CARD_INVALID,
-                                      "code": S.EVSE_IN_USE}))
+            self._show(out, 0, uid, S.DISPLAY_CARD_INVALID, S.EVSE_IN_USE)
 
     def _on_card_gone(self, data, now, out):
         self._card = False
@@ -67,7 +66,7 @@ class Authorization(Uplink):
     def _can_start(self, i):
         return (self.evses[i].phase == P_IDLE and self.evses[i].available()
                 and self.sessions[i] is None and self._pending[i] is None
-                and not (self._meter_down[i] and self._stop_on_meter()))
+                and not self._meter_blocks(i))
 
     def _pick_evse(self):
         """A plugged, unauthorized EV first, else the first free EVSE."""
@@ -95,7 +94,7 @@ class Authorization(Uplink):
             if hit is not None:
                 s = self._accept(i, uid, rfid_ident(uid), "cache", None, now, out)
                 if s is not None:
-                    s.stop_ids = hit.stop_ids or ()
+                    s.stop_ids = hit
                     s.post_auth = PA_NEEDED
                     self._post_authorize(i, now, out)
                 return
@@ -109,8 +108,7 @@ class Authorization(Uplink):
         allowed, source = offline_decision(self._cfg["offline_policy"], uid, self.local_list,
                                            self.cache, now)
         if not allowed:
-            out.append((E.A_AUTH, i + 1, {"uid": uid, "result": S.DISPLAY_CARD_UNKNOWN,
-                                          "code": None}))
+            self._show(out, i + 1, uid, S.DISPLAY_CARD_UNKNOWN)
             return
         s = self._accept(i, uid, rfid_ident(uid), source, None, now, out)
         if s is not None and source != "local":
@@ -120,8 +118,7 @@ class Authorization(Uplink):
 
     def _accept(self, i, uid, ident, source, session_id, now, out, provider=None):
         if not self._can_start(i):
-            out.append((E.A_AUTH, i + 1, {"uid": uid, "result": S.DISPLAY_BACKEND_ERROR,
-                                          "code": S.EVSE_OUT_OF_SERVICE}))
+            self._show(out, i + 1, uid, S.DISPLAY_BACKEND_ERROR, S.EVSE_OUT_OF_SERVICE)
             return None
         s = Session(self._new_id(), self.evse_ids[i], ident, uid, source)
         if session_id is not None:
@@ -131,8 +128,7 @@ class Authorization(Uplink):
         s.session_start = self._wall(now)
         self.sessions[i] = s
         if uid is not None:
-            out.append((E.A_AUTH, i + 1, {"uid": uid, "result": S.DISPLAY_ACCEPTED,
-                                          "code": S.SUCCESS}))
+            self._show(out, i + 1, uid, S.DISPLAY_ACCEPTED, S.SUCCESS)
         out.append((E.A_SESSION_START, i + 1, s.session_id))
         self._persist(i, out)
         self._happen(i, self.evses[i].authorize(now, out), now, out)

@@ -143,7 +143,7 @@ class Controller(PowerEvents, Authorization, RemoteAndRecords):
 
     def _statuses(self, out):
         for i, ev in enumerate(self.evses):
-            if ev.oos or ev.faults or (self._meter_down[i] and self._stop_on_meter()):
+            if ev.oos or ev.faults or self._meter_blocks(i):
                 st = E.ST_OUT_OF_SERVICE
             elif ev.plugged() or ev.phase != P_IDLE or self._pending[i] is not None:
                 st = E.ST_OCCUPIED
@@ -154,9 +154,6 @@ class Controller(PowerEvents, Authorization, RemoteAndRecords):
                 out.append((E.A_STATUS, i + 1, st))
                 out.append((E.A_OUTBOX, 0, {"type": E.MSG_EVSE_STATUS, "id": self._msg_id(),
                                             "EvseID": self.evse_ids[i], "EvseStatus": st}))
-
-    def _stop_on_meter(self):
-        return self._cfg["meter_failure"] == "stop"
 
     def _persist(self, i, out):
         s = self.sessions[i]

@@ -47,21 +47,34 @@ class PowerEvents:
         self.sessions[i] = None
         if s.req is not None:
             self._requests.pop(s.req, None)
-        end = self._wall(now)
-        if s.charged():
-            out.append((E.A_OUTBOX, 0, s.end_notification(end)))
-            out.append((E.A_OUTBOX, 0, s.cdr(end)))
-        elif s.source == "remote":
+        if not s.charged() and s.source == "remote":
             for w in self._windows:
                 if w[2] == s.session_id:
                     w[3] = True  # never charged: a card fallback may reuse the SessionID
+        self._finish(i, s, self._wall(now), reason, out)
+        if reason == R_CONNECTION_TIMEOUT:
+            self._show(out, i + 1, s.uid, S.DISPLAY_TIMEOUT)
+
+    def _finish(self, i, s, end, reason, out):
+        """A session is over: End + CDR if it charged, session_end, its record deleted."""
+        if s.charged():
+            for d in s.end_records(end):
+                out.append((E.A_OUTBOX, 0, d))
         out.append((E.A_SESSION_END, i + 1, {"session_id": s.session_id,
                                              "energy_kwh": kwh(s.energy_wh()),
                                              "reason": reason}))
-        self._persist(i, out)
-        if reason == R_CONNECTION_TIMEOUT:
-            out.append((E.A_AUTH, i + 1, {"uid": s.uid, "result": S.DISPLAY_TIMEOUT,
-                                          "code": None}))
+        out.append((E.A_PERSIST, 0, ("session.{}".format(i + 1), None)))
+
+    def _show(self, out, n, uid, result, code=None):
+        """What the driver is shown (an `auth` action)."""
+        out.append((E.A_AUTH, n, {"uid": uid, "result": result, "code": code}))
+
+    def _stop(self, i, reason, now, out):
+        self._happen(i, self.evses[i].stop(reason, now, out), now, out)
+
+    def _meter_blocks(self, i):
+        """The meter of EVSE i is down and the policy says no charging without it."""
+        return self._meter_down[i] and self._cfg["meter_failure"] == "stop"
 
     # -- power-side events --------------------------------------------------------------
     def _on_pilot(self, i, data, now, out):
@@ -113,8 +126,8 @@ class PowerEvents:
         s = self.sessions[i]
         if s is None:
             return
-        if self._stop_on_meter():
-            self._happen(i, self.evses[i].stop(E.R_METER_FAULT, now, out), now, out)
+        if self._meter_blocks(i):
+            self._stop(i, E.R_METER_FAULT, now, out)
         elif not s.meter_fault:
             s.meter_fault = True
             self._persist(i, out)

@@ -9,7 +9,7 @@ from firmware import events as E
 from firmware import oicp_status as S
 from firmware.authlists import VersionMismatch
 from firmware.ids import IdError, check_session_id
-from firmware.session import Session, canonical, ident_token, kwh
+from firmware.session import Session, canonical, ident_token
 from hal.compat import ticks_add
 
 RESTORE_METER_WAIT_MS = 30000  # a restored session waits this long for a fresh meter reading
@@ -64,7 +64,7 @@ class RemoteAndRecords:
                 code = S.EVSE_OUT_OF_SERVICE if i is not None else S.EVSE_IN_USE
                 self._reply(out, rid, False, code, sid)
                 return
-        if not self.evses[i].available() or (self._meter_down[i] and self._stop_on_meter()):
+        if not self.evses[i].available() or self._meter_blocks(i):
             self._reply(out, rid, False, S.EVSE_OUT_OF_SERVICE, sid)
             return
         if not self._can_start(i):
@@ -89,7 +89,7 @@ class RemoteAndRecords:
         for i, s in enumerate(self.sessions):
             if s is not None and s.session_id == sid and (evse_id is None
                                                           or evse_id == s.evse_id):
-                self._happen(i, self.evses[i].stop(E.R_REMOTE, now, out), now, out)
+                self._stop(i, E.R_REMOTE, now, out)
                 self._reply(out, rid, True, S.SUCCESS, sid)
                 return
         self._reply(out, rid, False, S.SESSION_INVALID, sid if isinstance(sid, str) else None)
@@ -126,9 +126,7 @@ class RemoteAndRecords:
             self._error(out, i + 1, E.ERR_RESTORE, "EVSE already has a session")
             return
         if not s.charged():
-            out.append((E.A_SESSION_END, i + 1, {"session_id": s.session_id, "energy_kwh": 0,
-                                                 "reason": E.R_POWER_LOSS}))
-            out.append((E.A_PERSIST, 0, ("session.{}".format(i + 1), None)))
+            self._finish(i, s, None, E.R_POWER_LOSS, out)
             return
         self._restored[i] = [s, ticks_add(now, RESTORE_METER_WAIT_MS)]
         if self._meter_down[i]:
@@ -152,11 +150,6 @@ class RemoteAndRecords:
             end = s.charging_end if s.charging_end is not None else s.charging_start
         if s.charging_end is None:
             s.charging_end = end
-        out.append((E.A_OUTBOX, 0, s.end_notification(end)))
-        out.append((E.A_OUTBOX, 0, s.cdr(end)))
-        out.append((E.A_SESSION_END, i + 1, {"session_id": s.session_id,
-                                             "energy_kwh": kwh(s.energy_wh()),
-                                             "reason": E.R_POWER_LOSS}))
-        out.append((E.A_PERSIST, 0, ("session.{}".format(i + 1), None)))
+        self._finish(i, s, end, E.R_POWER_LOSS, out)
 
 

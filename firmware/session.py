@@ -62,7 +62,7 @@ class Session:
     __slots__ = ("local_id", "session_id", "evse_id", "ident", "uid", "source", "provider_id",
                  "stop_ids", "session_start", "charging_start", "charging_end", "meter_start",
                  "meter_end", "meter_between", "meter_fault", "post_auth", "ss_t", "cs_t",
-                 "ce_t", "next_progress", "progress_n", "req", "session_end_s")
+                 "ce_t", "next_progress", "progress_n", "req")
 
     def __init__(self, local_id, evse_id, ident, uid, source):
         self.local_id = local_id
@@ -85,7 +85,6 @@ class Session:
         self.next_progress = None
         self.progress_n = 0
         self.req = None  # id of an outstanding uplink request for this session
-        self.session_end_s = None
 
     def may_stop(self, token):
         """Local stop rule: the starting token or one of AuthorizationStopIdentifications."""
@@ -144,27 +143,30 @@ class Session:
 
     # -- messages -----------------------------------------------------------------------
     def _base(self, msg_id, kind):
-        d = {"type": E.MSG_NOTIFICATION, "id": msg_id, "Type": kind,
+        """The common fields of a ChargingNotification of `kind`, or of the CDR (kind None)."""
+        d = {"type": E.MSG_CDR if kind is None else E.MSG_NOTIFICATION, "id": msg_id,
              "SessionID": self.session_id, "CPOPartnerSessionID": self.local_id,
              "EvseID": self.evse_id, "Identification": self.ident}
+        if kind is not None:
+            d["Type"] = kind
+        return d
+
+    def _started(self, msg_id, kind):
+        d = self._base(msg_id, kind)
+        d["ChargingStart"] = _iso(self.charging_start)
+        d["SessionStart"] = _iso(self.session_start)
+        _meter(d, "MeterValueStart", self.meter_start)
         return d
 
     def start_notification(self):
-        d = self._base(self.local_id + ".start", "Start")
-        d["ChargingStart"] = _iso(self.charging_start)
-        d["SessionStart"] = _iso(self.session_start)
-        _meter(d, "MeterValueStart", self.meter_start)
-        return d
+        return self._started(self.local_id + ".start", "Start")
 
     def progress_notification(self, wall_now, duration_ms):
         self.progress_n += 1
-        d = self._base("{}.p{}".format(self.local_id, self.progress_n), "Progress")
-        d["ChargingStart"] = _iso(self.charging_start)
+        d = self._started("{}.p{}".format(self.local_id, self.progress_n), "Progress")
         d["EventOccurred"] = _iso(wall_now)
         d["ChargingDuration"] = duration_ms
         d["ConsumedEnergyProgress"] = kwh(self.energy_wh())
-        d["SessionStart"] = _iso(self.session_start)
-        _meter(d, "MeterValueStart", self.meter_start)
         if self.meter_end is not None:
             mb = self.meter_between
             if mb is None:
@@ -180,34 +182,24 @@ class Session:
         d["ErrorAdditionalInfo"] = info[:250]
         return d
 
-    def _ended(self, d):
-        d["ChargingStart"] = _iso(self.charging_start)
-        d["ChargingEnd"] = _iso(self.charging_end)
-        d["SessionStart"] = _iso(self.session_start)
-        d["SessionEnd"] = _iso(self.session_end_s)
-        d["ConsumedEnergy"] = kwh(self.energy_wh())
-        _meter(d, "MeterValueStart", self.meter_start)
-        _meter(d, "MeterValueEnd", self.meter_end)
-        if self.meter_between:
-            d["MeterValueInBetween"] = {"meterValues": [kwh(w) for w in self.meter_between]}
-        if self.provider_id:
-            d["ProviderID"] = self.provider_id
-        if self.meter_fault:
-            d["MeteringCheck"] = "Failed"
-        return d
-
-    def end_notification(self, session_end):
-        self.session_end_s = session_end
-        return self._ended(self._base(self.local_id + ".end", "End"))
-
-    def cdr(self, session_end):
-        """The one CDR of this session; its id is stable so a re-emission after a power cut
-        is recognised as the same message."""
-        self.session_end_s = session_end
-        d = {"type": E.MSG_CDR, "id": "cdr-" + self.local_id, "SessionID": self.session_id,
-             "CPOPartnerSessionID": self.local_id, "EvseID": self.evse_id,
-             "Identification": self.ident}
-        return self._ended(d)
+    def end_records(self, session_end):
+        """The End notification and the one CDR of this session. The CDR id is stable, so a
+        re-emission after a power cut is recognised as the same message."""
+        out = []
+        for msg_id, kind in ((self.local_id + ".end", "End"), ("cdr-" + self.local_id, None)):
+            d = self._started(msg_id, kind)
+            d["ChargingEnd"] = _iso(self.charging_end)
+            d["SessionEnd"] = _iso(session_end)
+            d["ConsumedEnergy"] = kwh(self.energy_wh())
+            _meter(d, "MeterValueEnd", self.meter_end)
+            if self.meter_between:
+                d["MeterValueInBetween"] = {"meterValues": [kwh(w) for w in self.meter_between]}
+            if self.provider_id:
+                d["ProviderID"] = self.provider_id
+            if self.meter_fault:
+                d["MeteringCheck"] = "Failed"
+            out.append(d)
+        return out
 
 
 def _iso(epoch_s):

@@ -52,8 +52,7 @@ class Uplink:
         if kind == Q_POST:
             s.post_auth = PA_NEEDED  # ask again when the link comes back
         else:
-            out.append((E.A_AUTH, i + 1, {"uid": uid, "result": S.DISPLAY_TIMEOUT,
-                                          "code": None}))
+            self._show(out, i + 1, uid, S.DISPLAY_TIMEOUT)
 
     def _on_auth(self, reply, now, out):
         parsed = _parse_auth(reply)
@@ -72,7 +71,7 @@ class Uplink:
             return
         del self._requests[rid]
         status = S.AUTHORIZED if authorized else S.NOT_AUTHORIZED
-        shown = {"uid": uid, "result": S.driver_display(status, code), "code": code}
+        shown = S.driver_display(status, code)
         if kind == Q_START:
             self._pending[i] = None
             if authorized:
@@ -82,7 +81,7 @@ class Uplink:
                     s.stop_ids = stop_ids
             else:
                 self.cache.remove(uid)
-                out.append((E.A_AUTH, i + 1, shown))
+                self._show(out, i + 1, uid, shown, code)
             return
         s = self.sessions[i]
         if s is None or s.local_id != lid:
@@ -90,9 +89,9 @@ class Uplink:
         s.req = None
         if kind == Q_STOP:
             if authorized:
-                self._happen(i, self.evses[i].stop(E.R_LOCAL, now, out), now, out)
+                self._stop(i, E.R_LOCAL, now, out)
             else:
-                out.append((E.A_AUTH, i + 1, shown))
+                self._show(out, i + 1, uid, shown, code)
             return
         if authorized:
             s.session_id = sid
@@ -104,8 +103,8 @@ class Uplink:
         else:
             s.post_auth = PA_REJECTED
             self.cache.remove(uid)
-            out.append((E.A_AUTH, i + 1, shown))
-            self._happen(i, self.evses[i].stop(E.R_DEAUTHORIZED, now, out), now, out)
+            self._show(out, i + 1, uid, shown, code)
+            self._stop(i, E.R_DEAUTHORIZED, now, out)
 
     def _on_online(self, data, now, out):
         if not isinstance(data, bool):

@@ -108,10 +108,11 @@ def test_large_list_lookup():
 def test_cache_put_get_and_stop_ids():
     cache = AuthCache(size=3, ttl_ms=1000)
     cache.put(A.lower(), 100, stop_ids=[B])
-    e = cache.get(A, 500)
-    assert e.uid == A and e.stored_ms == 100 and e.stop_ids == (B,)
+    assert cache.get(A, 500) == (B,)
+    cache.put(C, 100)
+    assert cache.get(C, 500) == ()  # a hit without stop ids
     assert cache.get(B, 500) is None
-    assert len(cache) == 1
+    assert len(cache) == 2
 
 
 def test_cache_expiry_drops_entry():
@@ -150,8 +151,6 @@ def test_cache_remove_size_zero_and_ttl_clamp():
     assert len(off) == 0 and off.get(A, 0) is None
     assert AuthCache(ttl_ms=10 ** 10).ttl_ms == MAX_TTL_MS == 1 << 29
     assert AuthCache().ttl_ms == 86_400_000
-    for kwargs in (dict(size=-1), dict(ttl_ms=0), dict(size="5")):
-        _raises(ValueError, AuthCache, **kwargs)
     _raises(IdError, cache.put, "bad", 0)
 
 
