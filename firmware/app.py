@@ -125,7 +125,7 @@ class Shell:
             if ev is not None:
                 out("mirror", evse=i + 1, state=ev[0])
                 self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
-        ev = b.reader.poll(now)
+        ev = None if b.reader is None else b.reader.poll(now)  # reader type "none"
         if ev is not None:
             kind, data = ev
             if kind == "tap":

@@ -10,7 +10,9 @@ import tty
 
 import pytest
 
+from firmware.config import load
 from hal.boards import common, host
+from hal.boards.board import SharedBus
 from host_sim.devices.sdm import SdmBus, SdmMeter
 from host_sim.devices.simio import SimEvse, SimIo
 from tests.mpy import run_mp
@@ -38,26 +40,45 @@ print("echoed", got)
 BOARD_MP = """
 import sys, json
 sys.path.insert(0, ".")
+from firmware.config import load
 from hal.boards.unix import build
 from hal.compat import ticks_ms, ticks_diff, sleep_ms
-config = {"evses": [{"cable": "socket"}], "reader": {"type": "none"}, "meter": {"type": "none"}}
+config = load({"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1", "cable": "socket"}],
+               "reader": {"type": "none"}, "meter": {"type": "none"}})
 board = build(config, simio=sys.argv[1])
+assert board.reader is None and board.meters == [None] and board.bus is None
 board.pilots[0].set_duty(267)
 t0 = ticks_ms()
-amps = None
 while ticks_diff(ticks_ms(), t0) < 8000:
     now = ticks_ms()
-    for kind, i, ev in board.poll_all(now):
-        print(json.dumps([kind, i, ev[0], ev[1]]))
+    for kind, drivers in (("pilot", board.pilots), ("contactor", board.contactors)):
+        ev = drivers[0].poll(now)
+        if ev is None:
+            continue
+        print(json.dumps([kind, 0, ev[0], ev[1]]))
         if kind == "pilot" and ev[1] == ("C", True):
             board.contactors[0].set(True, now)
         if kind == "contactor" and ev[0] == "closed":
             print(json.dumps(["amps", board.proximity[0].cable_amps()]))
-            print(json.dumps(["garbage", board.simio.garbage]))
+            print(json.dumps(["garbage", board.contactors[0]._mirror.sio.garbage]))
             sys.exit(0)
     sleep_ms(2)
 print("TIMEOUT")
 """
+
+
+def poll_all(board, now):
+    """Poll every driver once, as the shell does -> [(kind, evse index, event)]."""
+    out = []
+    for kind, drivers in (("pilot", board.pilots), ("contactor", board.contactors)):
+        for i, d in enumerate(drivers):
+            ev = d.poll(now)
+            if ev is not None:
+                out.append((kind, i, ev))
+    got = board.bus.poll(now)
+    if got is not None:
+        out.append(("meter", got[0], got[1]))
+    return out
 
 
 def _pty():
@@ -189,12 +210,16 @@ def test_host_board_with_the_simulator_devices():
     sim = _Link(SimIo(evses))
     meters = [SdmMeter(address=1), SdmMeter(address=2)]
     bus = _Link(SdmBus(meters, baud=9600))
-    config = {
-        "evses": [{"cable": "socket"}, {"cable": "tethered"}],
+    config = load({
+        "cp_id": "T1",
+        "evses": [{"evse_id": "DE*ABC*E1*1", "cable": "socket"},
+                  {"evse_id": "DE*ABC*E1*2", "cable": "tethered"}],
         "reader": {"type": "none"},
         "meter": {"type": "modbus", "model": "sdm120", "baud": 9600, "addresses": [1, 2]},
-    }
-    board = host.build(config, meter=bus.path, simio=sim.path)
+    })
+    simio = host.PtyStream(sim.path)
+    meter = host.HostUART(bus.path, 9600)
+    board = host.build(config, meter=meter, simio=simio)
     events = []
     try:
         assert board.proximity[1] is None and len(board.meters) == 2
@@ -208,7 +233,7 @@ def test_host_board_with_the_simulator_devices():
             now_s = time.monotonic()
             sim.step(now_s)
             bus.step(now_s)
-            for kind, i, ev in board.poll_all(int(now_s * 1000)):
+            for kind, i, ev in poll_all(board, int(now_s * 1000)):
                 events.append((kind, i, ev))
                 if (kind, i, ev) == ("pilot", 0, ("pilot", ("C", True))):
                     board.contactors[0].set(True, int(now_s * 1000))
@@ -224,37 +249,32 @@ def test_host_board_with_the_simulator_devices():
         assert readings == {0, 1}, events
         assert ("pilot", 1, ("pilot", ("A", None))) in events
         assert board.proximity[0].cable_amps() == 32
-        assert board.simio.garbage == 0
+        assert board.contactors[0]._mirror.sio.garbage == 0
         assert evses[0].contactor.coil and not evses[1].contactor.coil
     finally:
-        board.close()
+        simio.close()
+        meter.close()
         sim.close()
         bus.close()
 
 
 def test_wiring_errors_name_the_field():
+    """What config.load cannot know: which ports this board was given (the field rules
+    themselves are config.load's, tested in tests/mp/test_config.py)."""
     sio_stream = _FakeStream()
+    one = {"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1"}]}
     table = (
-        ({}, "evses"),
-        ({"evses": []}, "evses"),
-        ({"evses": [{"cable": "coiled"}]}, "evses[0].cable"),
-        ({"evses": [{}], "reader": {"type": "mifare"}}, "reader.type"),
-        ({"evses": [{}], "reader": "pn532"}, "reader"),  # no port given
-        ({"evses": [{}], "meter": {"type": "modbus", "baud": 9600}}, "meter"),
-        ({"evses": [{}], "meter": {"type": "s0", "pulses_per_kwh": 1000}}, "meter.s0_pins"),
+        (dict(one, reader="pn532", meter={"type": "none"}), "reader", {}),
+        (dict(one, reader="none"), "meter.type", {}),
+        (dict(one, reader="none", meter={"type": "s0", "s0_pins": [4]}), "meter.type",
+         {"meter": _FakeStream()}),
     )
-    for config, name in table:
-        with pytest.raises(common.ConfigError, match=name.replace("[", r"\[").replace("]", r"\]")):
-            host.build(config, simio=sio_stream)
-    # a Modbus meter with a bad address is a config error too
-    with pytest.raises(common.ConfigError, match="meter"):
-        host.build({"evses": [{}], "meter": {"type": "modbus", "baud": 9600, "model": "sdm120",
-                                             "addresses": [0]}}, simio=sio_stream,
-                   meter=_FakeStream())
-    with pytest.raises(common.ConfigError, match="meter.addresses"):
-        host.build({"evses": [{}], "meter": {"type": "modbus", "baud": 9600, "model": "sdm120",
-                                             "addresses": [1, 2]}}, simio=sio_stream,
-                   meter=_FakeStream())
+    for raw, name, ports in table:
+        with pytest.raises(common.ConfigError, match=name):
+            host.build(load(raw), simio=sio_stream, **ports)
+    board = host.build(load(dict(one, reader="rdm6300")), simio=sio_stream,
+                       reader=_FakeStream(), meter=_FakeStream())
+    assert board.reader is not None and board.bus is not None and len(board.meters) == 1
 
 
 class _FakeStream:
@@ -304,7 +324,7 @@ class _FakeMeter:
 def test_shared_bus_lets_one_meter_at_a_time_and_takes_turns():
     master = _FakeMaster()
     meters = [_FakeMeter(master, "a"), _FakeMeter(master, "b"), _FakeMeter(master, "c", polls=1)]
-    bus = common.SharedBus(master, meters)
+    bus = SharedBus(master, meters)
     got = []
     for t in range(40):
         ev = bus.poll(t)
@@ -369,8 +389,6 @@ def _esp32_board(monkeypatch):
 
 
 def test_esp32_board_defaults_and_pin_rules(monkeypatch):
-    from firmware.config import load
-
     esp32, fake = _esp32_board(monkeypatch)
     cfg = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
     board = esp32.build(cfg)

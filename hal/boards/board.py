@@ -44,58 +44,15 @@ class SharedBus:
 
 
 class Board:
-    """What the firmware gets from a board: one object per device, lists indexed by EVSE."""
+    """What the firmware gets from a board: one object per device, lists indexed by EVSE.
+    The shell polls them itself (pilots and contactors first: safety)."""
 
-    __slots__ = ("reader", "meters", "bus", "contactors", "pilots", "proximity", "simio",
-                 "streams", "_events")
+    __slots__ = ("reader", "meters", "contactors", "pilots", "proximity", "bus")
 
-    def __init__(self, reader, meters, contactors, pilots, proximity, bus=None, simio=None,
-                 streams=()):
-        self.reader = reader
-        self.meters = meters
-        self.bus = bus  # SharedBus when the meters are Modbus
+    def __init__(self, reader, meters, contactors, pilots, proximity, bus):
+        self.reader = reader  # None: no reader
+        self.meters = meters  # None entries: no meter
         self.contactors = contactors
         self.pilots = pilots
         self.proximity = proximity  # None entries for tethered cables
-        self.simio = simio
-        self.streams = streams  # opened ports, for close()
-        self._events = []
-
-    def poll_all(self, now):
-        """Poll every driver once; return [(kind, evse index, event)], reused between calls.
-
-        Pilots and contactors first (safety), then the reader and the meter bus.
-        """
-        out = self._events
-        out.clear()
-        if self.simio is not None:
-            self.simio.pump()
-        for i, p in enumerate(self.pilots):
-            ev = p.poll(now)
-            if ev is not None:
-                out.append(("pilot", i, ev))
-        for i, c in enumerate(self.contactors):
-            ev = c.poll(now)
-            if ev is not None:
-                out.append(("contactor", i, ev))
-        if self.reader is not None:
-            ev = self.reader.poll(now)
-            if ev is not None:
-                out.append(("reader", 0, ev))
-        if self.bus is not None:
-            got = self.bus.poll(now)
-            if got is not None:
-                out.append(("meter", got[0], got[1]))
-        else:
-            for i, m in enumerate(self.meters):
-                if m is not None:
-                    ev = m.poll(now)
-                    if ev is not None:
-                        out.append(("meter", i, ev))
-        return out
-
-    def close(self):
-        for s in self.streams:
-            close = getattr(s, "close", None)
-            if close is not None:
-                close()
+        self.bus = bus  # SharedBus when the meters are Modbus, else None

@@ -7,23 +7,13 @@ here. An RDM6300 only transmits, so its `tx` may be omitted.
 CP and PP sense must be ADC1 pins (GPIO 32-39): ADC2 cannot be read while WiFi is on. They use
 11 dB attenuation (linear ~150-2450 mV), which the default dividers in hal/pilot.py fit into.
 Mirror contact: an NC auxiliary contact between the input and GND with the pull-up on, so
-"contact closed" reads 0 (`pins.mirror_closed_level` overrides). GPIO 34-39 have no pull-ups:
+"contact closed" reads 0. GPIO 34-39 have no pull-ups:
 use an external one there. Facts: shared/reference/hardware.md §6.2, §6.3.
 """
 
 from machine import ADC, PWM, UART, Pin
 
-from hal.boards.common import (
-    ConfigError,
-    EvseIO,
-    evse_count,
-    field,
-    meter_type,
-    per_evse,
-    reader_type,
-    tethered,
-    wire,
-)
+from hal.boards.common import ConfigError, wire
 from hal.iec61851 import PWM_HZ
 
 ADC1_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
@@ -48,39 +38,37 @@ def _adc1(pin, name):
     return ADC(Pin(pin), atten=ADC.ATTN_11DB)
 
 
-def _uart(section, default_baud, used):
-    num = field(section, "uart")
+def _uart(config, name, used, rx_only=False):
+    """UART1 or UART2 for config[name] ("reader" or "meter"), each taken once."""
+    section = config[name]
+    num = section["uart"]
     if num not in FREE_UARTS:
-        raise ConfigError("config field '%s.uart' must be 1 or 2 (UART0 is the REPL)"
-                          % section["_name"])
+        raise ConfigError("config field '%s.uart' must be 1 or 2 (UART0 is the REPL)" % name)
     if num in used:
-        raise ConfigError("config field '%s.uart': UART%d is already taken" % (section["_name"],
-                                                                                num))
+        raise ConfigError("config field '%s.uart': UART%d is already taken" % (name, num))
     used.append(num)
-    baud = field(section, "baud", default_baud)
-    tx, rx = DEFAULT_UART_PINS[section["_name"]]
-    rx = field(section, "rx", rx)
-    tx = field(section, "tx", None if section.get("_rx_only") else tx)
+    default_tx, default_rx = DEFAULT_UART_PINS[name]
+    rx = section.get("rx")  # only the reader's pins are configurable (firmware/config.py)
+    if rx is None:
+        rx = default_rx
+    tx = section.get("tx")
+    if tx is None and not rx_only:  # an RDM6300 only transmits: no TX pin unless asked
+        tx = default_tx
     if tx is None:
-        return UART(num, baudrate=baud, rx=Pin(rx), timeout=0, timeout_char=0,
+        return UART(num, baudrate=section["baud"], rx=Pin(rx), timeout=0, timeout_char=0,
                     rxbuf=UART_RXBUF)
-    return UART(num, baudrate=baud, tx=Pin(tx), rx=Pin(rx), timeout=0, timeout_char=0,
-                rxbuf=UART_RXBUF)
+    return UART(num, baudrate=section["baud"], tx=Pin(tx), rx=Pin(rx), timeout=0,
+                timeout_char=0, rxbuf=UART_RXBUF)
 
 
-def _pins(config, role, n):
-    """pins.<role>: one GPIO per EVSE, the board default where the config says None."""
-    values = field(config, "pins." + role, [None] * n)
-    if not isinstance(values, list) or len(values) != n:
-        raise ConfigError("config field 'pins.%s' needs one entry per EVSE (%d)" % (role, n))
-    out = []
-    for i, v in enumerate(values):
-        if v is None:
-            if i >= len(DEFAULT_EVSE_PINS):
-                raise ConfigError("config field 'pins.%s[%d]' has no default" % (role, i))
-            v = DEFAULT_EVSE_PINS[i][role]
-        out.append(v)
-    return out
+def _pin(config, role, i):
+    """pins.<role>[i], or the board default where the config says None."""
+    values = config["pins"][role]
+    if values is not None and values[i] is not None:
+        return values[i]
+    if i >= len(DEFAULT_EVSE_PINS):
+        raise ConfigError("config field 'pins.%s[%d]' has no default" % (role, i))
+    return DEFAULT_EVSE_PINS[i][role]
 
 
 def _input(pin):
@@ -90,46 +78,29 @@ def _input(pin):
 
 
 def build(config, reader=None, meter=None):
-    """Board from config; `reader`/`meter` may pass already-open UART objects instead."""
-    n = evse_count(config)
-    pins = field(config, "pins", {})
-    coil = _pins(config, "coil", n)
-    mirror = _pins(config, "mirror", n)
-    cp_pwm = _pins(config, "cp_pwm", n)
-    cp_adc = _pins(config, "cp_adc", n)
-    pp_adc = _pins(config, "pp_adc", n)
+    """Board from a loaded config; `reader`/`meter` may pass already-open UART objects."""
     io = []
-    for i in range(n):
-        pwm = PWM(Pin(cp_pwm[i]), freq=PWM_HZ, duty_u16=65535)  # steady +12 V: state A1
+    for i, evse in enumerate(config["evses"]):
+        pwm = PWM(Pin(_pin(config, "cp_pwm", i)), freq=PWM_HZ, duty_u16=65535)  # +12 V: A1
         pp = None
-        if not tethered(config, i):
-            if pp_adc[i] is None:
-                raise ConfigError("config field 'pins.pp_adc[%d]' is missing (socket)" % i)
-            pp = _adc1(pp_adc[i], "pins.pp_adc[%d]" % i)
-        io.append(EvseIO(Pin(coil[i], Pin.OUT, value=0), _input(mirror[i]), pwm,
-                         _adc1(cp_adc[i], "pins.cp_adc[%d]" % i), pp))
+        if evse["cable"] != "tethered":
+            pp = _adc1(_pin(config, "pp_adc", i), "pins.pp_adc[%d]" % i)
+        io.append((Pin(_pin(config, "coil", i), Pin.OUT, value=0),
+                   _input(_pin(config, "mirror", i)), pwm,
+                   _adc1(_pin(config, "cp_adc", i), "pins.cp_adc[%d]" % i), pp))
 
     used: list = []
-    reader_uart = reader
-    kind = reader_type(config)
-    if kind != "none" and reader_uart is None:
-        section = dict(field(config, "reader"), _name="reader", _rx_only=kind == "rdm6300")
-        reader_uart = _uart(section, 115200 if kind == "pn532" else 9600, used)
-
-    meter_uart = meter
+    kind = config["reader"]["type"]
+    if kind != "none" and reader is None:
+        reader = _uart(config, "reader", used, rx_only=kind == "rdm6300")
     de_pin = None
     s0_pins = None
-    mkind = meter_type(config)
-    if mkind == "modbus":
-        section = dict(field(config, "meter"), _name="meter")
-        if meter_uart is None:
-            meter_uart = _uart(section, 9600, used)
-        de = field(section, "de_pin", DEFAULT_DE_PIN)
-        de_pin = None if de is None else Pin(de, Pin.OUT, value=0)
-    elif mkind == "s0":
-        s0_pins = [_input(p) for p in per_evse(config, "meter.s0_pins", n)]
-
-    return wire(config, io, reader_uart=reader_uart, meter_uart=meter_uart, de_pin=de_pin,
-                s0_pins=s0_pins, cp_divider=field(pins, "cp_divider", None),
-                pp_divider=field(pins, "pp_divider", None),
-                mirror_closed_level=field(pins, "mirror_closed_level", 0))
+    m = config["meter"]
+    if m["type"] == "modbus":
+        if meter is None:
+            meter = _uart(config, "meter", used)
+        de_pin = Pin(DEFAULT_DE_PIN if m["de_pin"] is None else m["de_pin"], Pin.OUT, value=0)
+    elif m["type"] == "s0":
+        s0_pins = [_input(p) for p in m["s0_pins"]]
+    return wire(config, io, reader_uart=reader, meter_uart=meter, de_pin=de_pin,
+                s0_pins=s0_pins, mirror_closed_level=0)

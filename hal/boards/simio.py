@@ -7,108 +7,72 @@ pseudo-terminal speaking `\\n`-terminated ASCII lines, one space between fields,
 (`pp <evse> 0` means open / no cable; a short is a small non-zero value such as 1; mirror 1 =
 auxiliary NC contact closed = main contacts open.)
 
-`SimIO` turns that into Pin/PWM/ADC-like objects so the REAL Contactor, Pilot and Proximity
+`SimIO` turns that into Pin/PWM/ADC-like `SimLine`s so the REAL Contactor, Pilot and Proximity
 drivers run unchanged: the CP "ADC" synthesises samples from the last `cp` plateaus and the
 current duty (duty/1000 of the samples at the high level, the rest low) through the same divider
 functions the pilot driver inverts, plus a little noise, so its peak detection is exercised.
 Needs only a stream with read/write/any; garbled lines are counted and dropped, never raised.
+One class serves every role (a class costs more heap than a branch on the role).
 """
 
 from hal.compat import const
-from hal.pilot import CP_DIVIDER, PP_DIVIDER, uv_from_cp_mv, uv_from_pp_ohms
+from hal.iec61851 import PWM_HZ
+from hal.pilot import uv_from_cp_mv, uv_from_pp_ohms
 
 MAX_LINE = const(64)
 CP_LIMIT_MV = const(20000)  # a CP plateau beyond +-20 V is not a measurement
 ADC_MAX_UV = const(3300000)
+_NOISE_UV = const(8000)  # uniform +-8 mV on every ADC sample
 _PHASE_STEP = const(37)  # prime step through the 1000-step PWM period: even coverage
 _PUMP_EVERY = const(32)  # CP reads between two looks at the stream
-
-
-def parse_int(field):
-    """Strict signed decimal (no '+', '_', spaces): int() alone would accept b'1_0'."""
-    n = len(field)
-    start = 1 if n > 1 and field[0] == 45 else 0  # 45 = '-'
-    if n == start:
-        raise ValueError("empty number")
-    for i in range(start, n):
-        c = field[i]
-        if c < 48 or c > 57:
-            raise ValueError("not a number")
-    return int(field)
+_READS_WRAP = const(32000)  # a multiple of 1000 and of _PUMP_EVERY
 
 
 def parse_line(line, evses):
-    """One sim -> firmware line (bytes, no newline) -> (kind, evse, a, b); ValueError if bad."""
+    """One sim -> firmware line (bytes, no newline) -> (kind, evse, a, b); ValueError naming
+    the line if it is not one of the three kinds with strict decimal fields in range (int()
+    alone would accept b'+1', b'1_0' or spaces)."""
     fields = line.split(b" ")
+    nums = []
+    for f in fields[1:]:
+        digits = f[1:] if f[:1] == b"-" else f
+        if not digits.isdigit():
+            raise ValueError(line)
+        nums.append(int(f))
     kind = fields[0]
-    if kind == b"cp":
-        if len(fields) != 4:
-            raise ValueError("cp needs 3 fields")
-        a = parse_int(fields[2])
-        b = parse_int(fields[3])
-        if not (-CP_LIMIT_MV <= a <= CP_LIMIT_MV and -CP_LIMIT_MV <= b <= CP_LIMIT_MV):
-            raise ValueError("cp level out of range")
-        name = "cp"
-    elif kind == b"pp" or kind == b"mirror":
-        if len(fields) != 3:
-            raise ValueError("needs 2 fields")
-        a = parse_int(fields[2])
+    n = len(nums)
+    if kind == b"cp" and n == 3 and -CP_LIMIT_MV <= nums[1] <= CP_LIMIT_MV \
+            and -CP_LIMIT_MV <= nums[2] <= CP_LIMIT_MV:
+        b = nums[2]
+    elif (kind == b"pp" and n == 2 and nums[1] >= 0) or \
+            (kind == b"mirror" and n == 2 and 0 <= nums[1] <= 1):
         b = None
-        if kind == b"pp":
-            if a < 0:
-                raise ValueError("negative ohms")
-            name = "pp"
-        else:
-            if a != 0 and a != 1:
-                raise ValueError("mirror must be 0 or 1")
-            name = "mirror"
     else:
-        raise ValueError("unknown line")
-    evse = parse_int(fields[1])
-    if evse < 1 or evse > evses:
-        raise ValueError("no such evse")
-    return (name, evse, a, b)
-
-
-def format_pwm(evse, permille):
-    return b"pwm %d %d\n" % (evse, permille)
-
-
-def format_coil(evse, on):
-    return b"coil %d %d\n" % (evse, 1 if on else 0)
-
-
-def permille_from_u16(duty_u16):
-    """Exact inverse of the pilot's round(permille / 1000 * 65535) for 0..1000."""
-    return (duty_u16 * 1000 + 32767) // 65535
+        raise ValueError(line)
+    if not 1 <= nums[0] <= evses:
+        raise ValueError(line)
+    return (kind.decode(), nums[0], nums[1], b)
 
 
 class SimIO:
-    """State of the simulated CP/PP/mirror lines per EVSE, fed by `pump()`."""
+    """State of the simulated CP/PP/mirror lines per EVSE, fed by `pump()`; the drivers take
+    `SimLine(sio, evse, role)` objects as their pins, PWM and ADCs."""
 
-    def __init__(self, stream, evses=1, noise_uv=8000, cp_divider=CP_DIVIDER,
-                 pp_divider=PP_DIVIDER, hello=True):
+    def __init__(self, stream, evses=1, hello=True):
         if evses < 1:
             raise ValueError("evses must be >= 1")
         self._stream = stream
         self.evses = evses
-        self.noise_uv = noise_uv
-        self.cp_divider = cp_divider
-        self.pp_divider = pp_divider
-        # Until the sim answers `hello`: nothing plugged in, contactor open.
-        self.cp = [(12000, 12000) for _ in range(evses)]
+        # Until the sim answers `hello`: nothing plugged in, contactor open, +12 V steady.
+        self.cp = [(12000, 12000)] * evses
         self.pp = [0] * evses
         self.mirror = [1] * evses
         self.duty = [1000] * evses
-        self.coil = [0] * evses
-        self._sent_duty = [None] * evses
-        self._sent_coil = [None] * evses
-        self.lines = 0  # good lines applied
+        self._sent = [None] * (2 * evses)  # last pwm, coil value sent for each EVSE
         self.garbage = 0  # lines dropped (bad syntax, unknown kind, too long)
-        self.last_garbage = None  # (first bytes of) the last dropped line, for diagnostics
         self._buf = bytearray(MAX_LINE)
-        self._len = 0
-        self._overflow = False
+        self._len = 0  # MAX_LINE + 1: the line is too long, dropped at its newline
+        self._reads = 0
         self._rng = 0x2545F491
         if hello:
             stream.write(b"hello\n")
@@ -116,197 +80,107 @@ class SimIO:
     def pump(self):
         """Apply whatever complete lines have arrived; never blocks. Returns lines applied."""
         n = self._stream.any()
-        if not n:
-            return 0
-        data = self._stream.read(n)
+        data = self._stream.read(n) if n else None
         if not data:
             return 0
         applied = 0
         buf = self._buf
         for c in data:
-            if c == 10:  # '\n'
-                if self._overflow:
-                    self._drop(bytes(buf[:self._len]))
-                elif self._len:
-                    applied += self._apply(bytes(buf[:self._len]))
-                self._len = 0
-                self._overflow = False
-            elif self._len < MAX_LINE:
-                buf[self._len] = c
-                self._len += 1
+            if c != 10:  # not '\n'
+                if self._len < MAX_LINE:
+                    buf[self._len] = c
+                    self._len += 1
+                else:
+                    self._len = MAX_LINE + 1
+                continue
+            n = self._len
+            self._len = 0
+            if 0 < n <= MAX_LINE and buf[n - 1] == 13:  # tolerate "\r\n"
+                n -= 1
+            if not n:
+                continue
+            try:
+                if n > MAX_LINE:
+                    raise ValueError("too long")
+                kind, evse, a, b = parse_line(bytes(buf[:n]), self.evses)
+            except ValueError:
+                self.garbage += 1
+                continue
+            if kind == "cp":
+                self.cp[evse - 1] = (a, b)
+            elif kind == "pp":
+                self.pp[evse - 1] = a
             else:
-                self._overflow = True
+                self.mirror[evse - 1] = a
+            applied += 1
         return applied
 
-    def _apply(self, line):
-        if line[-1] == 13:  # tolerate "\r\n"
-            line = line[:-1]
-            if not line:
-                return 0
-        try:
-            name, evse, a, b = parse_line(line, self.evses)
-        except ValueError:
-            self._drop(line)
-            return 0
-        i = evse - 1
-        if name == "cp":
-            self.cp[i] = (a, b)
-        elif name == "pp":
-            self.pp[i] = a
+    def send(self, fmt, k, v):
+        """Tell the sim `fmt % (evse, v)` if `v` is not what was last sent in slot `k`."""
+        if self._sent[k] != v:
+            self._sent[k] = v
+            self._stream.write(fmt % (k // 2 + 1, v))
+
+
+class SimLine:
+    """EVSE `evse`'s line (1-based, as on the wire) in the role its driver expects: a "coil" or
+    "mirror" pin (value), the CP
+    "pwm" (freq, duty_u16: sends `pwm` when the duty changes), a "cp" or "pp" ADC (read_uv)."""
+
+    __slots__ = ("sio", "i", "role")
+
+    def __init__(self, sio, evse, role):
+        if not 1 <= evse <= sio.evses:
+            raise ValueError("evse must be 1..%d" % sio.evses)
+        self.sio = sio
+        self.i = evse - 1
+        self.role = role
+
+    def value(self, v=None):
+        """The coil: value(v) tells the sim, value() reads back the last setting. The mirror:
+        what the sim last reported (the stream is pumped first)."""
+        sio = self.sio
+        if self.role == "mirror":
+            if v is not None:
+                raise ValueError("mirror is an input")
+            sio.pump()
+            return sio.mirror[self.i]
+        if v is None:
+            return sio._sent[2 * self.i + 1]
+        sio.send(b"coil %d %d\n", 2 * self.i + 1, 1 if v else 0)
+        return None
+
+    def freq(self, hz):
+        if hz != PWM_HZ:
+            raise ValueError("simio models a 1 kHz pilot only")
+
+    def duty_u16(self, v):
+        if not 0 <= v <= 65535:
+            raise ValueError("duty_u16 out of range")
+        permille = (v * 1000 + 32767) // 65535  # exact inverse of the pilot's rounding
+        self.sio.duty[self.i] = permille
+        self.sio.send(b"pwm %d %d\n", 2 * self.i, permille)
+
+    def read_uv(self):
+        """CP: walks through the PWM period and returns that plateau; PP: the reported
+        resistance through the PP pull-up divider. Plus xorshift32 noise (deterministic)."""
+        sio = self.sio
+        i = self.i
+        if self.role == "pp":
+            sio.pump()
+            ohms = sio.pp[i]
+            uv = uv_from_pp_ohms(ohms if ohms > 0 else None)
         else:
-            self.mirror[i] = a
-        self.lines += 1
-        return 1
-
-    def _drop(self, line):
-        self.garbage += 1
-        self.last_garbage = line
-
-    def set_pwm(self, evse, permille):
-        i = evse - 1
-        self.duty[i] = permille
-        if self._sent_duty[i] != permille:
-            self._stream.write(format_pwm(evse, permille))
-            self._sent_duty[i] = permille
-
-    def set_coil(self, evse, on):
-        i = evse - 1
-        v = 1 if on else 0
-        self.coil[i] = v
-        if self._sent_coil[i] != v:
-            self._stream.write(format_coil(evse, v))
-            self._sent_coil[i] = v
-
-    def noise(self):
-        """Uniform integer in [-noise_uv, noise_uv] from a xorshift32 (deterministic)."""
-        x = self._rng
+            k = (sio._reads + 1) % _READS_WRAP
+            sio._reads = k
+            if k % _PUMP_EVERY == 0:
+                sio.pump()
+            high, low = sio.cp[i]
+            uv = uv_from_cp_mv(high if k * _PHASE_STEP % 1000 < sio.duty[i] else low)
+        x = sio._rng
         x ^= (x << 13) & 0xFFFFFFFF
         x ^= x >> 17
         x ^= (x << 5) & 0xFFFFFFFF
-        self._rng = x
-        amp = self.noise_uv
-        return x % (2 * amp + 1) - amp if amp else 0
-
-    # Factories: EVSE numbers are 1-based, as on the wire.
-    def coil_pin(self, evse):
-        return SimCoil(self, self._check(evse))
-
-    def mirror_pin(self, evse):
-        return SimMirror(self, self._check(evse))
-
-    def pwm(self, evse):
-        return SimPWM(self, self._check(evse))
-
-    def cp_adc(self, evse):
-        return SimCpADC(self, self._check(evse))
-
-    def pp_adc(self, evse):
-        return SimPpADC(self, self._check(evse))
-
-    def _check(self, evse):
-        if evse < 1 or evse > self.evses:
-            raise ValueError("evse must be 1..%d" % self.evses)
-        return evse
-
-
-def _clip_uv(uv):
-    return 0 if uv < 0 else (ADC_MAX_UV if uv > ADC_MAX_UV else uv)
-
-
-class SimCoil:
-    """Output pin: value(v) tells the sim; value() reads back the last setting."""
-
-    __slots__ = ("_sio", "_evse")
-
-    def __init__(self, sio, evse):
-        self._sio = sio
-        self._evse = evse
-
-    def value(self, v=None):
-        if v is None:
-            return self._sio.coil[self._evse - 1]
-        self._sio.set_coil(self._evse, v)
-        return None
-
-
-class SimMirror:
-    """Input pin: the mirror contact as the sim last reported it (pumps the stream first)."""
-
-    __slots__ = ("_sio", "_i")
-
-    def __init__(self, sio, evse):
-        self._sio = sio
-        self._i = evse - 1
-
-    def value(self, v=None):
-        if v is not None:
-            raise ValueError("mirror is an input")
-        self._sio.pump()
-        return self._sio.mirror[self._i]
-
-
-class SimPWM:
-    """PWM-like: duty_u16(v) sends `pwm <evse> <permille>` when the duty changes."""
-
-    __slots__ = ("_sio", "_evse", "_freq", "_u16")
-
-    def __init__(self, sio, evse):
-        self._sio = sio
-        self._evse = evse
-        self._freq = 1000
-        self._u16 = 65535
-
-    def freq(self, hz=None):
-        if hz is None:
-            return self._freq
-        self._freq = hz
-        return None
-
-    def duty_u16(self, v=None):
-        if v is None:
-            return self._u16
-        if v < 0 or v > 65535:
-            raise ValueError("duty_u16 out of range")
-        self._u16 = v
-        self._sio.set_pwm(self._evse, permille_from_u16(v))
-        return None
-
-
-class SimCpADC:
-    """ADC-like CP sense: read_uv() walks through the PWM period and returns that plateau."""
-
-    __slots__ = ("_sio", "_i", "_phase", "_n")
-
-    def __init__(self, sio, evse):
-        self._sio = sio
-        self._i = evse - 1
-        self._phase = 0
-        self._n = 0
-
-    def read_uv(self):
-        sio = self._sio
-        self._n += 1
-        if self._n >= _PUMP_EVERY:
-            self._n = 0
-            sio.pump()
-        self._phase = (self._phase + _PHASE_STEP) % 1000
-        high, low = sio.cp[self._i]
-        level = high if self._phase < sio.duty[self._i] else low
-        return _clip_uv(uv_from_cp_mv(level, sio.cp_divider) + sio.noise())
-
-
-class SimPpADC:
-    """ADC-like PP sense: the reported resistance through the PP pull-up divider."""
-
-    __slots__ = ("_sio", "_i")
-
-    def __init__(self, sio, evse):
-        self._sio = sio
-        self._i = evse - 1
-
-    def read_uv(self):
-        sio = self._sio
-        sio.pump()
-        ohms = sio.pp[self._i]
-        uv = uv_from_pp_ohms(ohms if ohms > 0 else None, sio.pp_divider)
-        return _clip_uv(uv + sio.noise())
+        sio._rng = x
+        uv += x % (2 * _NOISE_UV + 1) - _NOISE_UV
+        return 0 if uv < 0 else (ADC_MAX_UV if uv > ADC_MAX_UV else uv)

@@ -1,13 +1,6 @@
 """simio client: line parsing/formatting, partial lines, garbage, and the real drivers on top."""
 
-from hal.boards.simio import (
-    MAX_LINE,
-    SimIO,
-    format_coil,
-    format_pwm,
-    parse_line,
-    permille_from_u16,
-)
+from hal.boards.simio import MAX_LINE, SimIO, SimLine, parse_line
 from hal.contactor import Contactor
 from hal.pilot import Pilot, Proximity
 
@@ -71,27 +64,32 @@ def test_parse_rejects_garbage():
         raise AssertionError(line)
 
 
-def test_format_outgoing_lines():
-    assert format_pwm(1, 267) == b"pwm 1 267\n"
-    assert format_pwm(2, 1000) == b"pwm 2 1000\n"
-    assert format_coil(1, True) == b"coil 1 1\n"
-    assert format_coil(3, 0) == b"coil 3 0\n"
-
-
 def test_u16_round_trip_is_exact_for_every_permille():
+    s = FakeStream()
+    sio = SimIO(s, evses=1, hello=False)
+    pwm = SimLine(sio, 1, "pwm")
     for p in range(1001):
-        assert permille_from_u16((p * 65535 + 500) // 1000) == p, p
+        pwm.duty_u16((p * 65535 + 500) // 1000)  # the pilot driver's rounding
+        assert sio.duty[0] == p, p
+        assert s.written.endswith(b"pwm 1 %d\n" % p), s.written[-20:]
+    for bad in (-1, 65536):
+        try:
+            pwm.duty_u16(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
 
 
 def test_hello_then_partial_lines_across_reads():
     s = FakeStream()
     sio = SimIO(s, evses=2)
     assert s.written == b"hello\n"
+    applied = 0
     for chunk in (b"cp 1 60", b"00 -12", b"000\nmir", b"ror 2 0\npp 1 2", b"20\n"):
         s.feed(chunk)
-        sio.pump()
+        applied += sio.pump()
     assert sio.cp[0] == (6000, -12000) and sio.mirror[1] == 0 and sio.pp[0] == 220
-    assert sio.lines == 3 and sio.garbage == 0
+    assert applied == 3 and sio.garbage == 0
     s.feed(b"cp 2 9000 -12000\r\n")  # CRLF tolerated
     assert sio.pump() == 1 and sio.cp[1] == (9000, -12000)
 
@@ -102,17 +100,18 @@ def test_garbage_counted_and_ignored_never_raised():
     assert s.written == b""
     s.feed(b"bogus\ncp 1 x y\n" + b"z" * (MAX_LINE + 10) + b"\nmirror 1 0\n\n")
     s.feed(b"cp 9 0 0\n\xff\x00\x01\ncp 1 3000 -12000\n")
+    applied = 0
     while s.chunks:
-        sio.pump()
-    assert sio.garbage == 5, (sio.garbage, sio.last_garbage)
-    assert sio.lines == 2 and sio.mirror[0] == 0 and sio.cp[0] == (3000, -12000)
+        applied += sio.pump()
+    assert sio.garbage == 5, sio.garbage
+    assert applied == 2 and sio.mirror[0] == 0 and sio.cp[0] == (3000, -12000)
     assert sio.pump() == 0  # nothing waiting: b"" from a pyserial-like stream
 
 
 def test_outputs_sent_once_per_change():
     s = FakeStream()
     sio = SimIO(s, evses=2, hello=False)
-    coil, pwm = sio.coil_pin(2), sio.pwm(1)
+    coil, pwm = SimLine(sio, 2, "coil"), SimLine(sio, 1, "pwm")
     coil.value(0)
     coil.value(0)
     coil.value(1)
@@ -123,7 +122,7 @@ def test_outputs_sent_once_per_change():
     assert s.written == b"coil 2 0\ncoil 2 1\npwm 1 1000\npwm 1 267\n", s.written
     for bad in (0, 3):
         try:
-            sio.coil_pin(bad)
+            SimLine(sio, bad, "coil")
         except ValueError:
             continue
         raise AssertionError(bad)
@@ -132,9 +131,10 @@ def test_outputs_sent_once_per_change():
 def test_real_drivers_run_on_simio():
     s = FakeStream()
     sio = SimIO(s, evses=1)
-    pilot = Pilot(sio.pwm(1), sio.cp_adc(1), interval_ms=0, debounce=2)
-    contactor = Contactor(sio.coil_pin(1), sio.mirror_pin(1), settle_ms=50, debounce_ms=10)
-    pp = Proximity(sio.pp_adc(1))
+    pilot = Pilot(SimLine(sio, 1, "pwm"), SimLine(sio, 1, "cp"), interval_ms=0, debounce=2)
+    contactor = Contactor(SimLine(sio, 1, "coil"), SimLine(sio, 1, "mirror"), settle_ms=50,
+                          debounce_ms=10)
+    pp = Proximity(SimLine(sio, 1, "pp"))
     assert s.written == b"hello\npwm 1 1000\ncoil 1 0\n", s.written
     s.feed(b"cp 1 9000 9000\npp 1 220\nmirror 1 1\n")
     events = []
