@@ -87,18 +87,6 @@ def classify(high_mv, previous=None, hysteresis_mv=HYSTERESIS_MV):
     return _STATES[i]
 
 
-def diode_ok(state, low_mv, pwm_on, previous=None, hysteresis_mv=HYSTERESIS_MV):
-    """Low plateau near -12 V with PWM on and an EV present (B/C/D); None when not checkable."""
-    if not pwm_on or state not in "BCD":
-        return None
-    limit = DIODE_MAX_MV
-    if previous is True:
-        limit += hysteresis_mv
-    elif previous is False:
-        limit -= hysteresis_mv
-    return low_mv <= limit
-
-
 class Pilot:
     """CP driver: `set_duty(permille)` and `poll(now) -> None | ("pilot", (state, diode_ok))`.
 
@@ -108,17 +96,17 @@ class Pilot:
 
     __slots__ = (
         "_pwm", "_read", "_divider", "_buf", "_top", "_debounce", "_interval", "_hyst",
-        "_duty", "_last", "_cand", "_cand_diode", "_count", "_dcount", "_state", "_diode",
-        "high_mv", "low_mv",
+        "duty", "_last", "_cand", "_cand_diode", "_count", "_dcount", "_state", "_diode",
+        "high_mv", "low_mv", "state",
     )
 
     def __init__(self, pwm, adc, divider=CP_DIVIDER, samples=SAMPLES, top=TOP_N,
                  debounce=DEBOUNCE, interval_ms=INTERVAL_MS, hysteresis_mv=HYSTERESIS_MV,
                  duty=DUTY_OFF):
         if samples < 2 * top or top < 1:
-            raise ValueError("need samples >= 2 * top >= 2")
+            raise ValueError("need samples >= 2*top >= 2")
         if debounce < 1:
-            raise ValueError("debounce must be >= 1")
+            raise ValueError("debounce < 1")
         self._pwm = pwm
         self._read = adc.read_uv  # bound once: no bound-method object per burst
         self._divider = divider
@@ -136,37 +124,26 @@ class Pilot:
         self._diode = None
         self.high_mv = None  # last measured plateaus, for diagnostics
         self.low_mv = None
-        self._duty = None
+        self.state = None  # last reported (state, diode_ok), None before the first report
+        self.duty = None
         pwm.freq(PWM_HZ)
         self.set_duty(duty)
-
-    @property
-    def duty(self):
-        return self._duty
-
-    @property
-    def state(self):
-        """Last reported (state, diode_ok), or None before the first report."""
-        return None if self._state is None else (self._state, self._diode)
 
     def set_duty(self, permille):
         """1000 = steady +12 V, 0 = steady -12 V (state F), else 1 kHz PWM at permille/1000."""
         if (isinstance(permille, bool) or not isinstance(permille, int)
                 or permille < DUTY_F or permille > DUTY_OFF):
-            raise ValueError("duty must be an int 0..1000 per mille")
-        if permille == self._duty:
+            raise ValueError("duty int 0..1000")
+        if permille == self.duty:
             return
         self._pwm.duty_u16((permille * 65535 + 500) // 1000)
-        self._duty = permille
+        self.duty = permille
         self._count = 0  # readings taken under the old waveform do not count
         self._dcount = 0
 
     def measure(self):
-        """One burst: return (high_mv, low_mv) of the CP line."""
-        self._measure()
-        return self.high_mv, self.low_mv
-
-    def _measure(self):
+        """One burst: sets `high_mv` and `low_mv`, the two plateaus of the CP line (no tuple:
+        a poll allocates nothing unless it reports)."""
         buf = self._buf
         read = self._read
         for i in range(len(buf)):
@@ -185,7 +162,7 @@ class Pilot:
         if self._last is not None and ticks_diff(now, self._last) < self._interval:
             return None
         self._last = now
-        self._measure()  # no tuple: a poll allocates nothing unless it reports
+        self.measure()
         high = self.high_mv
         low = self.low_mv
         state = classify(high, self._cand, self._hyst)
@@ -196,8 +173,17 @@ class Pilot:
             self._count = 1
         # The diode is debounced on its own, so a flickering diode reading (a burst that caught
         # too little of a 4 % low phase) can never hold back a state change such as C -> B.
-        pwm_on = DUTY_F < self._duty < DUTY_OFF
-        diode = diode_ok(state, low, pwm_on, self._cand_diode, self._hyst)
+        # Diode check: the low plateau near -12 V, only checkable with PWM on and an EV present
+        # (B/C/D); None otherwise. Hysteresis around DIODE_MAX_MV follows the candidate.
+        if DUTY_F < self.duty < DUTY_OFF and state in "BCD":
+            limit = DIODE_MAX_MV
+            if self._cand_diode is True:
+                limit += self._hyst
+            elif self._cand_diode is False:
+                limit -= self._hyst
+            diode = low <= limit
+        else:
+            diode = None
         if diode == self._cand_diode:
             self._dcount += 1
         else:
@@ -211,7 +197,8 @@ class Pilot:
             return None
         self._state = new_state
         self._diode = new_diode
-        return ("pilot", (new_state, new_diode))
+        self.state = (new_state, new_diode)
+        return ("pilot", self.state)
 
 
 class Proximity:
@@ -221,19 +208,16 @@ class Proximity:
 
     def __init__(self, adc, divider=PP_DIVIDER, samples=5):
         if samples < 1:
-            raise ValueError("samples must be >= 1")
+            raise ValueError("samples < 1")
         self._adc = adc
         self._divider = divider
         self._buf = [0] * samples
 
-    def ohms(self):
-        """Median of a few reads, so one spike cannot change the cable rating."""
+    def cable_amps(self):
+        """13/20/32/63 A, 0 = no cable, PP_ERROR (-1) = short; from the median of a few reads,
+        so one spike cannot change the cable rating."""
         buf = self._buf
         for i in range(len(buf)):
             buf[i] = self._adc.read_uv()
         buf.sort()
-        return pp_ohms_from_uv(buf[len(buf) // 2], self._divider)
-
-    def cable_amps(self):
-        """13/20/32/63 A, 0 = no cable, PP_ERROR (-1) = short."""
-        return pp_cable_amps(self.ohms())
+        return pp_cable_amps(pp_ohms_from_uv(buf[len(buf) // 2], self._divider))
