@@ -62,10 +62,6 @@ _DRAWING = "CD"
 
 
 class Evse:
-    __slots__ = ("n", "max_a", "socket", "grace_ms", "conn_ms", "pilot", "diode", "pp",
-                 "phase", "faults", "oos", "closed", "mirror", "duty", "duty_at", "pwm_due",
-                 "conn_due", "grace_due", "diode_due", "stop_reason", "state", "fault_text")
-
     def __init__(self, n, max_a, socket, grace_ms, conn_ms):
         self.n = n
         self.max_a = max_a

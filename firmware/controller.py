@@ -126,12 +126,11 @@ class Controller(PowerEvents, Authorization, RemoteAndRecords):
             self._error(out, 0, E.ERR_BAD_EVENT, "event must be a (kind, evse, data) tuple")
             return
         kind, n, data = event
-        h = _HANDLERS.get(kind)
-        if h is None:
+        fn = _HANDLERS.get(kind)
+        if fn is None:
             self._error(out, 0, E.ERR_BAD_EVENT, "unknown event kind {!r}".format(kind))
             return
-        fn, per_evse = h
-        if per_evse:
+        if kind in _PER_EVSE:
             if not _is_int(n) or not 1 <= n <= len(self.evses):
                 self._error(out, 0, E.ERR_BAD_EVENT, "{}: no EVSE {!r}".format(kind, n))
                 return
@@ -196,24 +195,26 @@ class Controller(PowerEvents, Authorization, RemoteAndRecords):
 
 
 
+# event kind -> handler; the first eight take an EVSE index, the rest are for the whole point
 _HANDLERS = {
-    E.EV_PILOT: (Controller._on_pilot, True),
-    E.EV_PP: (Controller._on_pp, True),
-    E.EV_CONTACTOR: (Controller._on_contactor, True),
-    E.EV_METER: (Controller._on_meter, True),
-    E.EV_METER_FAULT: (Controller._on_meter_fault, True),
-    E.EV_METER_OK: (Controller._on_meter_ok, True),
-    E.EV_CLEAR: (Controller._on_clear, True),
-    E.EV_RESTORE: (Controller._on_restore, True),
-    E.EV_CARD: (Controller._on_card, False),
-    E.EV_CARD_GONE: (Controller._on_card_gone, False),
-    E.EV_READER: (Controller._on_reader, False),
-    E.EV_AUTH: (Controller._on_auth, False),
-    E.EV_REMOTE_START: (Controller._on_remote_start, False),
-    E.EV_REMOTE_STOP: (Controller._on_remote_stop, False),
-    E.EV_ONLINE: (Controller._on_online, False),
-    E.EV_TICK: (Controller._on_tick, False),
-    E.EV_TIME: (Controller._on_time, False),
-    E.EV_LOCAL_LIST: (Controller._on_local_list, False),
+    E.EV_PILOT: Controller._on_pilot,
+    E.EV_PP: Controller._on_pp,
+    E.EV_CONTACTOR: Controller._on_contactor,
+    E.EV_METER: Controller._on_meter,
+    E.EV_METER_FAULT: Controller._on_meter_fault,
+    E.EV_METER_OK: Controller._on_meter_ok,
+    E.EV_CLEAR: Controller._on_clear,
+    E.EV_RESTORE: Controller._on_restore,
+    E.EV_CARD: Controller._on_card,
+    E.EV_CARD_GONE: Controller._on_card_gone,
+    E.EV_READER: Controller._on_reader,
+    E.EV_AUTH: Controller._on_auth,
+    E.EV_REMOTE_START: Controller._on_remote_start,
+    E.EV_REMOTE_STOP: Controller._on_remote_stop,
+    E.EV_ONLINE: Controller._on_online,
+    E.EV_TICK: Controller._on_tick,
+    E.EV_TIME: Controller._on_time,
+    E.EV_LOCAL_LIST: Controller._on_local_list,
 }
-
+_PER_EVSE = (E.EV_PILOT, E.EV_PP, E.EV_CONTACTOR, E.EV_METER, E.EV_METER_FAULT, E.EV_METER_OK,
+             E.EV_CLEAR, E.EV_RESTORE)

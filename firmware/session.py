@@ -59,11 +59,6 @@ def canonical(token):
 
 
 class Session:
-    __slots__ = ("local_id", "session_id", "evse_id", "ident", "uid", "source", "provider_id",
-                 "stop_ids", "session_start", "charging_start", "charging_end", "meter_start",
-                 "meter_end", "meter_between", "meter_fault", "post_auth", "ss_t", "cs_t",
-                 "ce_t", "next_progress", "progress_n", "req")
-
     def __init__(self, local_id, evse_id, ident, uid, source):
         self.local_id = local_id
         self.session_id = local_id
