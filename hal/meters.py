@@ -18,43 +18,29 @@ _F32 = const(6)
 _HI_FIRST = const(0)
 
 
-def words(typ):
-    """Registers a value of type `typ` spans."""
-    return 4 if typ == _U64 else 2 if typ > _I16 else 1
-
-
-
 class MeterValueError(ValueError):
     """A register held a value that is no measurement (NaN, infinity, 'not available')."""
 
 
 # -- pure decoding helpers -----------------------------------------------------------------
-def unsigned(regs, i, nwords, order):
-    """The unsigned integer in regs[i:i+nwords] with the given word order."""
+def raw_value(regs, i, typ, order, sentinels=False):
+    """The register content at regs[i] as an int (F32: its 32 raw bits).
+
+    With `sentinels`, None for ABB-style 'not available': all ones (unsigned types) or the
+    largest positive value (signed types)."""
+    nwords = 4 if typ == _U64 else 2 if typ > _I16 else 1
     v = 0
-    if order == _HI_FIRST:
-        for k in range(nwords):
-            v = (v << 16) | regs[i + k]
-    else:
-        for k in range(nwords - 1, -1, -1):
-            v = (v << 16) | regs[i + k]
-    return v
-
-
-def raw_value(regs, i, typ, order):
-    """The register content as an int (F32: its 32 raw bits)."""
-    nwords = words(typ)
-    v = unsigned(regs, i, nwords, order)
+    for k in range(nwords):
+        v = (v << 16) | regs[i + (k if order == _HI_FIRST else nwords - 1 - k)]
+    top = 1 << (16 * nwords - 1)
     if typ == _I16 or typ == _I32:
-        top = 1 << (16 * nwords - 1)
+        if sentinels and v == top - 1:
+            return None
         if v & top:
             v -= top << 1
+    elif sentinels and v == (top << 1) - 1:
+        return None
     return v
-
-
-def float32(bits):
-    """IEEE-754 single from its 32 bits (what a float32 register pair holds)."""
-    return struct.unpack(">f", struct.pack(">I", bits))[0]
 
 
 def float32_scaled_int(bits, exp):
@@ -81,52 +67,32 @@ def float32_scaled_int(bits, exp):
     return -v if bits >> 31 else v
 
 
-def scaled_int(raw, exp):
-    """round(raw * 10**exp) for an integer register (half away from zero)."""
-    if exp >= 0:
-        return raw * 10**exp
-    d = 10 ** (-exp)
-    return (raw + d // 2) // d if raw >= 0 else -((-raw + d // 2) // d)
-
-
-def is_sentinel(raw_unsigned, typ):
-    """ABB-style 'not available': all ones (unsigned types) or the largest positive (signed)."""
-    bits = 16 * words(typ)
-    if typ == _I16 or typ == _I32:
-        return raw_unsigned == (1 << (bits - 1)) - 1
-    return raw_unsigned == (1 << bits) - 1
-
-
 def field_value(regs, i, key, typ, order, exp, sentinels=False):
-    """One decoded quantity: int Wh for `energy_wh`, a float for everything else."""
-    if sentinels and is_sentinel(unsigned(regs, i, words(typ), order), typ):
-        raise MeterValueError("%s: meter reports 'not available'" % key)
-    raw = raw_value(regs, i, typ, order)
+    """One decoded quantity: int Wh for `energy_wh`, a float for everything else.
+
+    Integer registers are scaled by 10**exp, rounding half away from zero."""
+    raw = raw_value(regs, i, typ, order, sentinels)
+    if raw is None:
+        raise MeterValueError("%s: not available" % key)
     if key == "energy_wh":
-        wh = float32_scaled_int(raw, exp) if typ == _F32 else scaled_int(raw, exp)
+        if typ == _F32:
+            wh = float32_scaled_int(raw, exp)
+        elif exp >= 0:
+            wh = raw * 10**exp
+        else:
+            d = 10 ** (-exp)
+            wh = (raw + d // 2) // d if raw >= 0 else -((-raw + d // 2) // d)
         if wh < 0:
             raise MeterValueError("negative energy register %d" % wh)
         return wh
     if typ == _F32:
-        f = float32(raw)
+        f = struct.unpack(">f", struct.pack(">I", raw))[0]
         if f != f or f in (float("inf"), float("-inf")):
             raise MeterValueError("%s: float32 NaN or infinity" % key)
         return round(f * 10**exp, 3) if exp else round(f, 3)
     if exp >= 0:
         return float(raw * 10**exp)
     return raw / 10 ** (-exp)
-
-
-def decode_request(regs, fields, sentinels, out):
-    """Decode one request's registers into `out` (a dict); raises MeterValueError."""
-    for key, off, typ, order, exp in fields:
-        out[key] = field_value(regs, off, key, typ, order, exp, sentinels)
-
-
-def finish_reading(values):
-    """Add the derived `energy_kwh` (3 decimals) to a complete set of values."""
-    values["energy_kwh"] = round(values["energy_wh"] / 1000, 3)
-    return values
 
 
 _IDLE = const(0)
@@ -148,11 +114,10 @@ class Meter:
                 raise ValueError("unknown meter model %r" % model)
             model = meter_models.MODELS[model]
         if not 1 <= address <= 247:
-            raise ValueError("meter address must be 1..247")
+            raise ValueError("address 1..247")
         if interval_ms < 0 or max_errors < 1:
-            raise ValueError("interval_ms must be >= 0 and max_errors >= 1")
+            raise ValueError("interval_ms < 0 or max_errors < 1")
         self.master = master
-        self.model = model
         self.address = address
         self.interval_ms = interval_ms
         self.max_errors = max_errors
@@ -163,12 +128,9 @@ class Meter:
         self._values = None
         self._next = None  # tick the next cycle may start at; None = at once
         self.consecutive_errors = 0
+        self.failed = False  # consecutive_errors reached max_errors
         self.errors = 0
         self.readings = 0
-
-    @property
-    def failed(self):
-        return self.consecutive_errors >= self.max_errors
 
     def _start(self, now):
         fc, reg, count, _ = self.plan[self._idx]
@@ -187,8 +149,11 @@ class Meter:
         if event is None:
             return None
         if event[0] == "ok":
+            regs = event[1]
+            values = self._values
             try:
-                decode_request(event[1], self.plan[self._idx][3], self._sentinels, self._values)
+                for key, off, typ, order, exp in self.plan[self._idx][3]:
+                    values[key] = field_value(regs, off, key, typ, order, exp, self._sentinels)
             except MeterValueError as e:
                 return self._error(e)
             self._idx += 1
@@ -196,11 +161,12 @@ class Meter:
                 self._start(now)
                 return None
             self._state = _IDLE
-            values = self._values
             self._values = None
             self.consecutive_errors = 0
+            self.failed = False
             self.readings += 1
-            return ("reading", finish_reading(values))
+            values["energy_kwh"] = round(values["energy_wh"] / 1000, 3)
+            return ("reading", values)
         return self._error(event[1])
 
     def _error(self, exc):
@@ -208,6 +174,7 @@ class Meter:
         self._state = _IDLE
         self._values = None
         self.consecutive_errors += 1
+        self.failed = self.consecutive_errors >= self.max_errors
         self.errors += 1
         return ("error", exc)
 

@@ -6,10 +6,8 @@ from hal.meters import (
     Meter,
     MeterValueError,
     field_value,
-    float32,
     float32_scaled_int,
     raw_value,
-    scaled_int,
 )
 from hal.modbus import ModbusException, ModbusMaster, ModbusTimeout
 from tests.mp.test_modbus_fake import FakeUart, RegisterSlave, drive, put, with_crc
@@ -29,8 +27,9 @@ def test_integer_decoding_both_word_orders():
 
 
 def test_float32_and_exact_scaling():
-    assert float32(0x43660000) == 230.0  # the fact sheet's 230.0 V reply
-    assert float32(0xC0000000) == -2.0
+    # the fact sheet's 230.0 V reply
+    assert field_value((0x4366, 0x0000), 0, "voltage_v", F32, HI_FIRST, 0) == 230.0
+    assert field_value((0x0000, 0xC000), 0, "power_w", F32, LO_FIRST, 0) == -2.0
     table = (
         (0x4145851F, 3, 12345),  # 12.345 kWh -> 12345 Wh
         (0x47C0E6B7, 3, 98765430),  # 98765.4296875 kWh (float32 of 98765.432)
@@ -49,8 +48,18 @@ def test_float32_and_exact_scaling():
         except MeterValueError:
             continue
         raise AssertionError("accepted %x" % bits)
-    assert scaled_int(1234567, 1) == 12345670
-    assert scaled_int(1235, -1) == 124 and scaled_int(-1235, -1) == -124
+    # integer energy registers: exact, half away from zero
+    assert field_value((0x12, 0xD687), 0, "energy_wh", U32, HI_FIRST, 1) == 12345670
+    assert field_value((1235,), 0, "energy_wh", U16, HI_FIRST, -1) == 124
+    assert field_value((1234,), 0, "energy_wh", U16, HI_FIRST, -1) == 123
+    for regs, raw, want in (((0xFFFF, 0xFB2D), -1235, -124), ((0xFFFF, 0xFB2E), -1234, -123)):
+        assert raw_value(regs, 0, I32, HI_FIRST) == raw
+        try:
+            field_value(regs, 0, "energy_wh", I32, HI_FIRST, -1)
+        except MeterValueError as e:
+            assert str(e) == "negative energy register %d" % want, e
+        else:
+            raise AssertionError("negative energy accepted")
 
 
 def test_field_values_and_errors():
@@ -67,9 +76,15 @@ def test_field_values_and_errors():
     for regs, key, typ, exp, sentinels in bad:
         try:
             field_value(regs, 0, key, typ, HI_FIRST, exp, sentinels)
-        except MeterValueError:
+        except MeterValueError as e:
+            assert key in str(e) or "energy" in str(e), e
             continue
         raise AssertionError("accepted %r" % (regs,))
+    # sentinels only when the model declares them: all ones is a value otherwise
+    assert raw_value((0xFFFF, 0xFFFF), 0, U32, HI_FIRST, True) is None
+    assert raw_value((0x7FFF, 0xFFFF), 0, I32, HI_FIRST, True) is None
+    assert raw_value((0xFFFF, 0xFFFF), 0, I32, HI_FIRST, True) == -1
+    assert raw_value((0xFFFF, 0xFFFF), 0, U32, HI_FIRST) == 0xFFFFFFFF
 
 
 # One golden register map per table row and the reading it must give.
