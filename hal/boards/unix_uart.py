@@ -20,17 +20,9 @@ _VMIN = const(6)
 _CHUNK = const(256)
 
 
-def _setraw(fd):
-    setraw = getattr(termios, "setraw", None)
-    if setraw is None:  # CPython keeps it in `tty`
-        import tty
-
-        setraw = tty.setraw
-    setraw(fd)
-
-
 class UnixUART:
-    """A raw, non-blocking serial line with the machine.UART subset drivers use."""
+    """A raw, non-blocking serial line with the machine.UART subset drivers use (any, read,
+    write) and close. Only the unix port runs it: its termios has setraw (CPython's does not)."""
 
     def __init__(self, path, baud=9600):
         if baud not in LINUX_BAUD:
@@ -38,41 +30,30 @@ class UnixUART:
         self._f = open(path, "r+b")
         try:
             fd = self._f.fileno()
-            _setraw(fd)
+            termios.setraw(fd)
             attrs = termios.tcgetattr(fd)
             attrs[4] = attrs[5] = LINUX_BAUD[baud]
-            cc = attrs[6]
-            cc[_VMIN] = 0  # read() returns at once with what is there
-            cc[_VTIME] = 0
+            attrs[6][_VMIN] = 0  # read() returns at once with what is there
+            attrs[6][_VTIME] = 0
             termios.tcsetattr(fd, termios.TCSANOW, attrs)
             self._poll = select.poll()
             self._poll.register(self._f, select.POLLIN)
         except Exception:
             self._f.close()
             raise
-        self.path = path
-        self.baud = baud
         self._pending = b""
-
-    def _fill(self):
-        if self._poll.poll(0):
-            data = self._f.read(_CHUNK)
-            if data:
-                self._pending = self._pending + data if self._pending else data
 
     def any(self):
         """Bytes waiting (reads what the kernel has into a small buffer; never blocks)."""
-        if not self._pending:
-            self._fill()
+        if not self._pending and self._poll.poll(0):
+            self._pending = self._f.read(_CHUNK) or b""
         return len(self._pending)
 
     def read(self, n=-1):
         """Up to n bytes that are already there, or None (like machine.UART)."""
-        if not self._pending:
-            self._fill()
-        data = self._pending
-        if not data:
+        if not self.any():
             return None
+        data = self._pending
         if n is None or n < 0 or n >= len(data):
             self._pending = b""
             return data
@@ -82,9 +63,6 @@ class UnixUART:
     def write(self, data):
         n = self._f.write(data)
         return len(data) if n is None else n
-
-    def flush(self):
-        self._f.flush()
 
     def close(self):
         self._f.close()
