@@ -33,13 +33,13 @@ class Contactor:
 
     __slots__ = (
         "_coil", "_mirror", "_settle_ms", "_debounce_ms", "_closed_level", "_commanded",
-        "_switched_at", "_settling", "_raw", "_raw_since", "_stable", "_state", "_due",
+        "_switched_at", "_settling", "_raw", "_raw_since", "_stable", "state", "_due",
     )
 
     def __init__(self, coil_pin, mirror_pin, settle_ms=SETTLE_MS, debounce_ms=DEBOUNCE_MS,
                  mirror_closed_level=1):
         if settle_ms < 0 or debounce_ms < 0:
-            raise ValueError("settle_ms and debounce_ms must be >= 0")
+            raise ValueError("settle_ms, debounce_ms < 0")
         self._coil = coil_pin
         self._mirror = mirror_pin
         self._settle_ms = settle_ms
@@ -52,17 +52,8 @@ class Contactor:
         self._raw = None
         self._raw_since = 0
         self._stable = None
-        self._state = None
+        self.state = None  # last reported verdict (None until the first one)
         self._due = False
-
-    @property
-    def commanded_closed(self):
-        return self._commanded
-
-    @property
-    def state(self):
-        """Last reported verdict (None until the first one)."""
-        return self._state
 
     def set(self, closed, now):
         """Energise (True) or release (False) the coil now; a repeat command changes nothing."""
@@ -100,8 +91,8 @@ class Contactor:
             state = STUCK_OPEN if mains_open else CLOSED
         else:
             state = OPEN if mains_open else WELDED
-        if state == self._state and not self._due:
+        if state == self.state and not self._due:
             return None
-        self._state = state
+        self.state = state
         self._due = False
         return (state, None)
