@@ -61,12 +61,8 @@ class ConfigError(ValueError):
         self.rule = rule
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _int(field, v, lo, hi=None):
-    if not _is_int(v):
+    if not isinstance(v, int) or isinstance(v, bool):
         raise ConfigError(field, "must be an integer, got {!r}".format(v))
     if v < lo or (hi is not None and v > hi):
         rng = "{}-{}".format(lo, hi) if hi is not None else ">= {}".format(lo)
@@ -87,7 +83,8 @@ def _obj(field, v, defaults):
         raise ConfigError(field, "must be an object")
     for k in v:
         if k not in defaults:
-            raise ConfigError(_join(field, k), "unknown key (known: {})".format(
+            raise ConfigError(k if field == "(file)" else field + "." + k,
+                              "unknown key (known: {})".format(
                 ", ".join(sorted(defaults))))
     out = {}
     for k in defaults:
@@ -95,13 +92,9 @@ def _obj(field, v, defaults):
     return out
 
 
-def _join(field, k):
-    return k if field == "(file)" else field + "." + k
-
-
-def _name(field, v, max_len=64, slash=False):
-    if not isinstance(v, str) or not 1 <= len(v) <= max_len:
-        raise ConfigError(field, "must be a name of 1-{} characters".format(max_len))
+def _name(field, v, slash=False):
+    if not isinstance(v, str) or not 1 <= len(v) <= 64:
+        raise ConfigError(field, "must be a name of 1-64 characters")
     allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
     if slash:
         allowed += "/"
@@ -144,7 +137,8 @@ def _evse(field, v):
     except IdError as err:
         raise ConfigError(field + ".evse_id", str(err)) from None
     _int(field + ".max_current_a", e["max_current_a"], 6, 80)
-    if not _is_int(e["phases"]) or e["phases"] not in (1, 3):
+    phases = e["phases"]
+    if not isinstance(phases, int) or isinstance(phases, bool) or phases not in (1, 3):
         raise ConfigError(field + ".phases", "must be 1 or 3, got {!r}".format(e["phases"]))
     _choice(field + ".cable", e["cable"], ("socket", "tethered"))
     return e
@@ -199,24 +193,6 @@ def _pins(v, n):
     return p
 
 
-def _check_pin_conflicts(cfg):
-    """One GPIO, one job (the PP input of a tethered EVSE may be absent, never shared)."""
-    used = {}
-    candidates = [("reader.tx", cfg["reader"]["tx"]), ("reader.rx", cfg["reader"]["rx"]),
-                  ("meter.de_pin", cfg["meter"]["de_pin"])]
-    for i, p in enumerate(cfg["meter"]["s0_pins"] or ()):
-        candidates.append(("meter.s0_pins[{}]".format(i), p))
-    for role in PIN_ROLES:
-        for i, p in enumerate(cfg["pins"][role] or ()):
-            candidates.append(("pins.{}[{}]".format(role, i), p))
-    for field, pin in candidates:
-        if pin is None:
-            continue
-        if pin in used:
-            raise ConfigError(field, "GPIO {} is already used by {}".format(pin, used[pin]))
-        used[pin] = field
-
-
 def load(source):
     """Validate `source` (JSON text or a dict) -> a new dict with every default filled in."""
     if isinstance(source, (str, bytes)):
@@ -260,7 +236,20 @@ def load(source):
     cfg["reader"] = _reader(cfg["reader"])
     cfg["meter"] = _meter(cfg["meter"], n)
     cfg["pins"] = _pins(cfg["pins"], n)
-    _check_pin_conflicts(cfg)
+    # one GPIO, one job (the PP input of a tethered EVSE may be absent, never shared)
+    used = {}
+    pins = [("reader.tx", cfg["reader"]["tx"]), ("reader.rx", cfg["reader"]["rx"]),
+            ("meter.de_pin", cfg["meter"]["de_pin"])]
+    for i, p in enumerate(cfg["meter"]["s0_pins"] or ()):
+        pins.append(("meter.s0_pins[{}]".format(i), p))
+    for role in PIN_ROLES:
+        for i, p in enumerate(cfg["pins"][role] or ()):
+            pins.append(("pins.{}[{}]".format(role, i), p))
+    for field, pin in pins:
+        if pin is not None:
+            if pin in used:
+                raise ConfigError(field, "GPIO {} is already used by {}".format(pin, used[pin]))
+            used[pin] = field
     _name("local_list_file", cfg["local_list_file"])
     _name("flash_dir", cfg["flash_dir"], slash=True)
     return cfg

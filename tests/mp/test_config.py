@@ -92,6 +92,7 @@ ROWS = (  # (bad config, field, rule fragment)
     (_base(evses=[dict(EV1, max_current_a=True)]), "evses[0].max_current_a", "integer"),
     (_base(evses=[dict(EV1, phases=2)]), "evses[0].phases", "1 or 3"),
     (_base(evses=[dict(EV1, phases=True)]), "evses[0].phases", "1 or 3"),
+    (_base(evses=[dict(EV1, phases=1.0)]), "evses[0].phases", "1 or 3"),
     (_base(evses=[dict(EV1, cable="plug")]), "evses[0].cable", "socket, tethered"),
     (_base(offline_policy="allow"), "offline_policy", "one of deny, local_only"),
     (_base(connection_timeout_s=9), "connection_timeout_s", "10-600"),
