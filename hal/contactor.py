@@ -31,10 +31,6 @@ class Contactor:
     simulator; 0 on a board where the contact pulls a pulled-up input to ground).
     """
 
-    __slots__ = (
-        "_coil", "_mirror", "_settle_ms", "_debounce_ms", "_closed_level", "_commanded",
-        "_switched_at", "_settling", "_raw", "_raw_since", "_stable", "state", "_due",
-    )
 
     def __init__(self, coil_pin, mirror_pin, settle_ms=SETTLE_MS, debounce_ms=DEBOUNCE_MS,
                  mirror_closed_level=1):

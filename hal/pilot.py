@@ -94,11 +94,6 @@ class Pilot:
     diode, and A/E/F have none to check) -- None is falsy, so "close only if diode_ok" is safe.
     """
 
-    __slots__ = (
-        "_pwm", "_read", "_divider", "_buf", "_top", "_debounce", "_interval", "_hyst",
-        "duty", "_last", "_cand", "_cand_diode", "_count", "_dcount", "_state", "_diode",
-        "high_mv", "low_mv", "state",
-    )
 
     def __init__(self, pwm, adc, divider=CP_DIVIDER, samples=SAMPLES, top=TOP_N,
                  debounce=DEBOUNCE, interval_ms=INTERVAL_MS, hysteresis_mv=HYSTERESIS_MV,
@@ -204,7 +199,6 @@ class Pilot:
 class Proximity:
     """PP driver: the cable's coding resistor -> its current rating (hardware.md §4.3)."""
 
-    __slots__ = ("_adc", "_divider", "_buf")
 
     def __init__(self, adc, divider=PP_DIVIDER, samples=5):
         if samples < 1:
