@@ -183,16 +183,8 @@ class PN532:
         self._busy = False
         self._trouble_since = None
         self._fails = 0
-        ev = self._on_reply(payload, now)
-        if self.failed:
-            self.failed = False
-            self._reason = None
-            self._pending = ev
-            return ("ok", None)
-        return ev
-
-    def _on_reply(self, payload, now):
         cmd = self._cmd
+        ev = None
         if cmd == CMD_SAM_CONFIGURATION:
             self._phase, self._due = _FIRMWARE, now
         elif cmd == CMD_GET_FIRMWARE_VERSION:
@@ -211,16 +203,22 @@ class PN532:
             except ValueError:
                 self.bad_replies += 1
                 self._due = ticks_add(now, self.poll_interval_ms)
-                return None
+                uid = False
             if uid is None:
                 self._due = ticks_add(now, self.poll_interval_ms)
-                if self._present is None:
-                    return None
-                self._empty += 1
-                return self._forget() if self._empty >= self.gone_after else None
-            self._phase, self._due = _RELEASE, now
-            return self._card(uid)
-        return None
+                if self._present is not None:
+                    self._empty += 1
+                    if self._empty >= self.gone_after:
+                        ev = self._forget()
+            elif uid:
+                self._phase, self._due = _RELEASE, now
+                ev = self._card(uid)
+        if self.failed:
+            self.failed = False
+            self._reason = None
+            self._pending = ev
+            return ("ok", None)
+        return ev
 
     # -- presence ---------------------------------------------------------------------------
     def _forget(self):
