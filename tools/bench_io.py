@@ -17,7 +17,7 @@ import sys
 if "." not in sys.path:
     sys.path.insert(0, ".")
 
-from hal.boards.simio import SimIO  # noqa: E402
+from hal.boards.simio import SimIO, SimLine  # noqa: E402
 from hal.compat import ticks_diff, ticks_us  # noqa: E402
 from hal.contactor import Contactor  # noqa: E402
 from hal.pilot import Pilot, Proximity, uv_from_cp_mv  # noqa: E402
@@ -79,7 +79,7 @@ def main():
                                                                                    rounds))
     sio = SimIO(_Stream(), hello=False)
     sio.cp[0] = (6000, -12000)
-    sim_pilot = Pilot(sio.pwm(1), sio.cp_adc(1), interval_ms=0, duty=267)
+    sim_pilot = Pilot(SimLine(sio, 1, "pwm"), SimLine(sio, 1, "cp"), interval_ms=0, duty=267)
     print("2. Pilot.poll through the simio CP ADC: %.1f us" % _per_call_us(sim_pilot.poll,
                                                                            rounds))
     c = Contactor(_Pin(0), _Pin(1))
