@@ -1,12 +1,13 @@
-"""The imperative shell: drivers in, charging core in the middle, actuators/store/console out.
+"""Boot entry: configuration, board, then the run-time shell and its control loop.
 
-Everything that touches time, ports or flash lives here; the core (`firmware.controller`) only
-maps (event, now) to actions. One control-loop pass polls every driver once -- each poll is
-non-blocking by contract -- feeds what they report to the core, executes the actions in order,
-looks at the console without waiting, and sleeps the rest of LOOP_MS, so a pilot change reaches
-the contactor within one pass. One plain loop instead of asyncio tasks: asyncio's code and
-objects cost kilobytes of heap, and nothing here ever waits. The uplink (a later issue) must
-keep to that: exchange messages with this loop, never block it.
+Boot happens in phases so that boot-only code never shares the heap with the run-time code:
+`firmware.config` validates config.json and is dropped, the board module wires the drivers and is
+dropped, and only then is `firmware.shell` (the core and everything it needs) imported. The
+control loop is one plain loop instead of asyncio tasks: asyncio's code and objects cost
+kilobytes of heap, and nothing here ever waits. Each pass polls every driver once (non-blocking
+by contract), looks at the console without waiting, and sleeps the rest of LOOP_MS, so a pilot
+change reaches the contactor within one pass. The uplink (a later issue) must keep to that:
+exchange messages with this loop, never block it.
 
 On the unix port and CPython the firmware runs as a process of the host simulator:
     micropython -m firmware.app --board unix --flash DIR --reader-port P --meter-port P
@@ -16,271 +17,13 @@ It prints one JSON object per observable event on stdout and takes console comma
 """
 
 import gc
-import json
-import os
 import sys
-import time
 
-from firmware import events as E
-from firmware.authlists import LocalList
-from firmware.controller import Controller
-from firmware.ids import new_session_id
-from firmware.store import Outbox, OutboxFull, Store
+from firmware.store import Store
 from firmware.unload import forget
-from hal.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from hal.iec61851 import DUTY_OFF
-
-try:
-    from gc import mem_alloc, mem_free
-except ImportError:  # CPython has no heap figures: report 0
-
-    def mem_alloc():
-        return 0
-
-    mem_free = mem_alloc
+from hal.compat import sleep_ms, ticks_diff, ticks_ms
 
 LOOP_MS = 2  # one control-loop pass, then sleep the rest of this
-GC_EVERY_MS = 1000  # controlled collection point; also where the live heap is sampled
-PP_EVERY_MS = 500  # the cable rating cannot change while plugged; a slow look suffices
-# AuthCache entries carry a ticks stamp: an entry older than the ESP32's 2**30 ms tick period
-# would look fresh again, so expired ones are purged well within half of it.
-PURGE_EVERY_MS = 3600000
-
-
-def emit(ev, **fields):
-    """One observable event as a JSON line on stdout (the simulator's console reads these)."""
-    fields["ev"] = ev
-    sys.stdout.write(json.dumps(fields))
-    sys.stdout.write("\n")
-    if hasattr(sys.stdout, "flush"):
-        sys.stdout.flush()
-
-
-class Shell:
-    """Owns the board, the core, the store and the outbox; runs one control-loop pass at a time."""
-
-    def __init__(self, cfg, board, store, out=emit):
-        self.cfg = cfg
-        self.board = board
-        self.store = store
-        self.outbox = Outbox(store)
-        self.out = out
-        self.core = Controller(cfg, lambda: new_session_id(os.urandom(16)))
-        n = len(cfg["evses"])
-        self.pp_amps = [None] * n
-        self.meter_failed = [False] * n
-        self.next_pp = 0
-        self.next_gc = 0
-        self.next_purge = 0
-        self.heap_base = 0
-        self.heap_peak = 0
-        self.running = True
-
-    # -- boot --------------------------------------------------------------------------
-    def boot(self, now):
-        """Wall clock, uplink state, local list, then whatever a power cut left open.
-        The persisted list (kept current by updates) wins over the provisioned file."""
-        store = self.store
-        for problem in store.problems:
-            self.out("error", kind="store", message=str(problem))
-        self.feed(E.EV_TIME, 0, int(time.time()), now)
-        self.feed(E.EV_ONLINE, 0, False, now)  # no uplink in this build: offline policy rules
-        data = store.get("locallist")
-        if data is None:
-            data = store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
-        if data is not None:
-            try:
-                lst = LocalList.from_json(data)
-            except ValueError as e:
-                self.out("error", kind="local_list", message=str(e))
-            else:
-                self.feed(E.EV_LOCAL_LIST, 0,
-                          {"full": True, "version": lst.version, "uids": lst.uids()}, now)
-        for key in store.keys("session."):
-            try:
-                evse = int(key.split(".")[1])
-            except ValueError:
-                self.out("error", kind="restore", message="bad key " + key)
-                continue
-            self.feed(E.EV_RESTORE, evse, store.get(key), now)
-        self.next_pp = now
-        self.next_gc = now
-        self.next_purge = ticks_add(now, PURGE_EVERY_MS)
-
-    # -- the control loop --------------------------------------------------------------
-    def poll_once(self, now):
-        """One pass over every driver (each poll returns at once with at most one event),
-        then the due housekeeping: PP look, core deadline, hourly cache purge, and a
-        controlled GC point once a second whose live heap the `heap` command reports."""
-        b = self.board
-        out = self.out
-        for i in range(len(b.pilots)):
-            ev = b.pilots[i].poll(now)
-            if ev is not None:
-                state, diode = ev[1]
-                out("pilot", evse=i + 1, state=state, diode_ok=diode)
-                self.feed(E.EV_PILOT, i + 1, ev[1], now)
-        for i in range(len(b.contactors)):
-            ev = b.contactors[i].poll(now)
-            if ev is not None:
-                out("mirror", evse=i + 1, state=ev[0])
-                self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
-        ev = None if b.reader is None else b.reader.poll(now)  # reader type "none"
-        if ev is not None:
-            kind, data = ev
-            if kind == "tap":
-                uid = data[0]
-                if data[1] == 5:  # EM4100 (RDM6300): 5 bytes -> a 7-byte OICP UID
-                    from hal.rdm6300 import oicp_uid
-
-                    uid = oicp_uid(uid)
-                out("card", uid=uid, bytes=data[1])
-                self.feed(E.EV_CARD, 0, uid, now)
-            elif kind == "gone":
-                self.feed(E.EV_CARD_GONE, 0, None, now)
-            elif kind == "unusable":
-                out("error", kind="reader", message="random UID {} is not a card id".format(data))
-            elif kind == "failed":
-                self.feed(E.EV_READER, 0, "failed", now)
-                out("error", kind="reader", message="reader failed: {}".format(data))
-            elif kind == "ok":
-                self.feed(E.EV_READER, 0, "ok", now)
-        if b.bus is not None:  # Modbus meters share one bus: the SharedBus takes turns
-            ev = b.bus.poll(now)
-            if ev is not None:
-                self._on_meter(ev[0], ev[1], now)
-        else:
-            for i in range(len(b.meters)):
-                if b.meters[i] is not None:  # meter type "none"
-                    ev = b.meters[i].poll(now)
-                    if ev is not None:
-                        self._on_meter(i, ev, now)
-        if ticks_diff(now, self.next_pp) >= 0:
-            self.next_pp = ticks_add(now, PP_EVERY_MS)
-            for i, pp in enumerate(b.proximity):
-                if pp is not None:
-                    amps = pp.cable_amps()
-                    if amps != self.pp_amps[i]:
-                        self.pp_amps[i] = amps
-                        self.feed(E.EV_PP, i + 1, amps, now)
-        deadline = self.core.next_deadline()
-        if deadline is not None and ticks_diff(now, deadline) >= 0:
-            self.feed(E.EV_TICK, 0, None, now)
-        if ticks_diff(now, self.next_purge) >= 0:
-            self.next_purge = ticks_add(now, PURGE_EVERY_MS)
-            self.core.cache.purge(now)
-        if ticks_diff(now, self.next_gc) >= 0:
-            self.next_gc = ticks_add(now, GC_EVERY_MS)
-            gc.collect()
-            self.heap_peak = max(self.heap_peak, mem_alloc())
-
-    def _on_meter(self, i, ev, now):
-        """A reading, or an error; the fault is fed once when the driver declares the meter
-        failed (after its own count of consecutive errors) and cleared by the next reading."""
-        if ev[0] == "reading":
-            if self.meter_failed[i]:
-                self.meter_failed[i] = False
-                self.feed(E.EV_METER_OK, i + 1, None, now)
-            self.feed(E.EV_METER, i + 1, ev[1]["energy_wh"], now)
-        elif ev[0] == "error" and self.board.meters[i].failed and not self.meter_failed[i]:
-            self.meter_failed[i] = True
-            self.feed(E.EV_METER_FAULT, i + 1, str(ev[1]), now)
-
-    # -- actions -----------------------------------------------------------------------
-    def feed(self, kind, evse, data, now):
-        """One event into the core; its actions are executed in order. Most actions are only
-        reported: the JSON event is named after the action (firmware/events.py has the data)."""
-        out = self.out
-        for name, n, value in self.core.step((kind, evse, data), now):  # n: EVSE number
-            if name == E.A_CONTACTOR:
-                self.board.contactors[n - 1].set(value, now)
-                out(name, evse=n, closed=value)
-            elif name == E.A_PWM:
-                self.board.pilots[n - 1].set_duty(value)
-                out(name, evse=n, duty=value)
-            elif name == E.A_PERSIST:
-                self.store.put(value[0], value[1])
-            elif name == E.A_OUTBOX:
-                self.to_outbox(value)
-            elif name == E.A_STATE:
-                out(name, evse=n, state=value)
-            elif name == E.A_STATUS:
-                out(name, evse=n, status=value)
-            elif name == E.A_SESSION_START:
-                out(name, evse=n, session_id=value)
-            elif name == E.A_SESSION_END:
-                out(name, evse=n, session_id=value.get("session_id"),
-                    energy_kwh=value.get("energy_kwh"), reason=value.get("reason"))
-            elif name == E.A_AUTH:
-                out(name, evse=n, uid=value.get("uid"), result=value.get("result"),
-                    code=value.get("code"))
-            elif name == E.A_REPLY:
-                out(name, **value)
-            elif name == E.A_ERROR:
-                out(name, evse=n, kind=value[0], message=value[1])
-            elif name == E.A_SEND:
-                # No uplink in this build: say so; the request's deadline makes the core go
-                # offline.
-                out("error", kind="uplink", message="offline, not sent: " + value.get("type", "?"))
-            else:
-                raise KeyError(name)  # not in the contract: a core bug, not bad input
-
-    def to_outbox(self, msg):
-        """Persist a durable message and report CDRs and notifications. When the outbox is
-        full (uplink down for long), the oldest message that is superseded or optional (EVSE
-        status, charging notification) is dropped, loudly. A CDR is never dropped: if only
-        CDRs wait, the outbox grows past its limit (flash holds thousands)."""
-        box = self.outbox
-        try:
-            box.add(msg["id"], msg)
-        except OutboxFull:
-            for old_id, old in box.pending():
-                if old.get("type") != E.MSG_CDR:
-                    box.ack(old_id)
-                    self.out("error", kind="outbox_full",
-                             message="dropped {} {} to make room".format(old.get("type"), old_id))
-                    break
-            else:
-                box.limit += 1
-                self.out("error", kind="outbox_full",
-                         message="only CDRs waiting; limit raised to " + str(box.limit))
-            box.add(msg["id"], msg)
-        kind = msg.get("type")
-        if kind == E.MSG_CDR:
-            self.out("cdr", session_id=msg.get("SessionID"), record=msg)
-        elif kind == E.MSG_NOTIFICATION:
-            self.out("notification", type=msg.get("Type"), session_id=msg.get("SessionID"))
-
-    def safe_state(self, now):
-        """Open every contactor and stop offering current: the last thing before the loop
-        ends, also when it ends by an exception (a reset then replays the persisted state)."""
-        for c in self.board.contactors:
-            c.set(False, now)
-        for p in self.board.pilots:
-            p.set_duty(DUTY_OFF)
-
-    # -- console -----------------------------------------------------------------------
-    def command(self, line, now):
-        """A console line from stdin; unknown or malformed commands are answered, not fatal."""
-        words = line.split()
-        if not words:
-            return
-        cmd = words[0]
-        if cmd == "quit":
-            self.running = False
-        elif cmd == "heap":
-            gc.collect()
-            live = mem_alloc()
-            peak = max(self.heap_peak, live)
-            self.out("heap", base=self.heap_base, live=live, peak=peak,
-                     working_peak=peak - self.heap_base, free=mem_free())
-        elif cmd == "status":
-            self.out("snapshot", outbox=len(self.outbox), pp=self.pp_amps,
-                     meter_failed=self.meter_failed)
-        elif cmd == "clear" and len(words) == 2 and words[1].isdigit():
-            self.feed(E.EV_CLEAR, int(words[1]), None, now)
-        else:
-            self.out("error", kind="console", message="unknown command: " + line.strip())
 
 
 def build_board(target, flash_dir, ports):
@@ -291,6 +34,9 @@ def build_board(target, flash_dir, ports):
 
     with open(flash_dir + "/config.json") as f:
         cfg = config.load(f.read())
+    del config
+    forget("firmware.config")
+    gc.collect()
     if target == "unix":
         from hal.boards import unix as wiring
     elif target == "host":
@@ -301,7 +47,7 @@ def build_board(target, flash_dir, ports):
         raise ValueError("unknown board " + target)
     board = wiring.build(cfg, **ports)
     # the builder goes too: what it built lives in other modules
-    forget("firmware.config", "hal.meter_models", "hal.boards.common", "hal.boards." + target)
+    forget("hal.meter_models", "hal.boards.common", "hal.boards." + target)
     return cfg, board
 
 
@@ -311,6 +57,9 @@ def run(target, flash_dir, ports=None, console=None):
     start = ticks_ms()
     store = Store(flash_dir)
     cfg, board = build_board(target, flash_dir, ports or {})
+    gc.collect()
+    from firmware.shell import Shell, emit, mem_alloc
+
     gc.collect()
     base = mem_alloc()
     shell = Shell(cfg, board, store)
@@ -363,6 +112,8 @@ def main(argv):
         opts, ports = parse_args(argv)
         run(opts["board"], opts["flash"], ports, console=sys.stdin)
     except (ValueError, OSError) as e:  # config.ConfigError is a ValueError naming the field
+        from firmware.shell import emit
+
         emit("error", kind="config" if type(e).__name__ == "ConfigError" else "startup",
              message=str(e))
         sys.exit(2)

@@ -1,10 +1,11 @@
-"""The firmware shell (firmware/app.py) with scripted drivers: what it feeds the core, what it
+"""The firmware shell (firmware/shell.py) with scripted drivers: what it feeds the core, what it
 does with the core's actions, and how it copes with a full outbox and bad console input."""
 
 import pytest
 
 from firmware import config
-from firmware.app import Shell, parse_args
+from firmware.app import parse_args
+from firmware.shell import Shell
 from firmware.store import Store
 
 UID = "04A1B2C3"

@@ -25,7 +25,7 @@ RUNTIME = (
     "firmware.power", "firmware.authorize", "firmware.uplink", "firmware.remote",
     "firmware.controller", "firmware.store", "firmware.unload", "hal.pn532_frames", "hal.pn532",
     "hal.modbus", "hal.meters", "hal.contactor", "hal.pilot", "hal.boards.board",
-    "hal.boards.simio", "hal.boards.unix_uart", "firmware.app",
+    "hal.boards.simio", "hal.boards.unix_uart", "firmware.shell", "firmware.app",
 )
 PROBE = """
 import gc, sys
