@@ -16,10 +16,6 @@ MAX_REGS = const(125)  # Modbus limit for one FC 03/04 read
 _MAX_ADU = const(256)
 _BITS_PER_CHAR = const(11)  # start + 8 data + parity or 2nd stop + stop, per the serial line spec
 
-_IDLE = const(0)
-_WAIT_SILENCE = const(1)
-_RECEIVING = const(2)
-
 # Exception codes 1..11 in one string (one heap object instead of a dict of nine); "" = unused.
 _EXCEPTION_NAMES = (
     "illegal function|illegal data address|illegal data value|server device failure|"
@@ -104,33 +100,16 @@ def build_read_request(slave, fc, reg, count, buf=None):
     return buf
 
 
-def _crc_ok(buf, start, length):
-    """True if buf[start:start+length] ends with its own CRC (low byte first)."""
-    end = start + length - 2
-    crc = crc16(buf, start, end)
-    return buf[end] == (crc & 0xFF) and buf[end + 1] == (crc >> 8)
-
-
-def _frame_length(buf, start, n):
-    """Length a response starting at buf[start] claims (None if its header is not here yet)."""
-    if n - start < 2:
-        return None
-    if buf[start + 1] & 0x80:
-        return 5
-    if n - start < 3:
-        return None
-    return buf[start + 2] + 5
-
-
 def parse_response(buf, n, slave, fc, count):
     """Judge one complete frame buf[:n]: return a tuple of registers or raise a ModbusError.
 
-    Order of the checks: CRC first (a corrupt frame says nothing reliable about its sender), then
-    slave address, function code, exception, byte count.
+    Order of the checks: length (as far as the header claims one), CRC (a corrupt frame says
+    nothing reliable about its sender), then slave address, function code, exception, byte
+    count.
     """
-    if n < 5:
+    if n < 5 or n < (5 if buf[1] & 0x80 else buf[2] + 5):
         raise ModbusError("incomplete: %d bytes" % n)
-    if not _crc_ok(buf, 0, n):
+    if crc16(buf, 0, n):  # a frame followed by its own CRC leaves a zero remainder
         raise ModbusError("CRC mismatch: %d bytes" % n)
     if buf[0] != slave:
         raise ModbusWrongSlave("answer from slave %d, asked %d" % (buf[0], slave))
@@ -154,7 +133,9 @@ class ModbusMaster:
 
     `start(...)` queues a read; `poll(now)` returns None, ("ok", registers) or ("error", err).
     `busy` is True from `start` until that event. Counters `noise_bytes`, `echo_bytes` and
-    `errors` make dropped input visible.
+    `errors` make dropped input visible. A DE pin needs `uart.flush()` (machine.UART has it
+    since MicroPython 1.20; the ESP32 target is >= 1.24): it drops DE once the last stop bit
+    has left.
     """
 
     def __init__(self, uart, baud, de_pin=None, timeout_ms=300):
@@ -166,17 +147,15 @@ class ModbusMaster:
         self.timeout_ms = timeout_ms
         # Whole milliseconds plus one: ticks_ms is quantised, so this guarantees >= t3.5.
         self.gap_ms = (t35_us(baud) + 999) // 1000 + 1
-        self._flush = getattr(uart, "flush", None)
         self._req = bytearray(8)
         self._rx = bytearray(_MAX_ADU)
         self._n = 0
-        self._state = _IDLE
+        self._receiving = False  # the request is out, its answer is awaited
         self.busy = False
         self._slave = 0
         self._fc = 0
         self._count = 0
         self._deadline = 0
-        self._de_release = None
         self._last_activity = None
         self.noise_bytes = 0
         self.echo_bytes = 0
@@ -192,140 +171,98 @@ class ModbusMaster:
         self._slave = slave
         self._fc = fc
         self._count = count
-        self._state = _WAIT_SILENCE
         self.busy = True
 
     def poll(self, now):
         uart = self.uart
-        if self._state != _RECEIVING:
+        k = uart.any()
+        if not self._receiving:
             # Bytes nobody asked for: count them as noise, they reset the silence timer.
-            k = uart.any()
-            if k:
-                data = uart.read(k)
-                if data:
-                    self.noise_bytes += len(data)
-                    self._last_activity = now
+            data = uart.read(k) if k else None
+            if data:
+                self.noise_bytes += len(data)
+                self._last_activity = now
             last = self._last_activity
-            if self._state == _WAIT_SILENCE and (
-                last is None or ticks_diff(now, last) >= self.gap_ms
-            ):
+            if self.busy and (last is None or ticks_diff(now, last) >= self.gap_ms):
                 self._send(now)
             return None
-        if self._de_release is not None and ticks_diff(now, self._de_release) >= 0:
-            self.de_pin.value(0)
-            self._de_release = None
-        k = uart.any()
+        rx = self._rx
+        n = self._n
         if k:
-            n = self._n
             if k > _MAX_ADU - n:
                 # Keep the newest bytes when more arrive than an ADU can hold.
                 drop = min(k - (_MAX_ADU - n), n)
                 self.noise_bytes += drop
-                self._rx[0 : n - drop] = self._rx[drop:n]
+                rx[0 : n - drop] = rx[drop:n]
                 n -= drop
-                self._n = n
             data = uart.read(min(k, _MAX_ADU - n))
             if data:
-                self._rx[n : n + len(data)] = data
-                self._n = n + len(data)
+                rx[n : n + len(data)] = data
+                n += len(data)
                 self._last_activity = now
-                event = self._find_frame()
-                if event is not None:
-                    return self._finish(now, event)
-        if self._n and ticks_diff(now, self._last_activity) >= self.gap_ms:
-            event = self._judge_silent_frame()
-            if event is not None:
-                return self._finish(now, event)
-        if ticks_diff(now, self._deadline) >= 0:
-            event = self._judge_silent_frame() if self._n else None
-            if event is None:
-                event = ("error", ModbusTimeout(
-                    "no answer from slave %d within %d ms" % (self._slave, self.timeout_ms)))
-            return self._finish(now, event)
+                # The first CRC-valid response from our slave, at any offset: one preceded by
+                # line noise or by the echo of our own request is still found, while the CRC
+                # keeps noise from passing as data.
+                slave = self._slave
+                fc = self._fc
+                for i in range(n - 4):
+                    if rx[i] == slave and rx[i + 1] & 0x7F == fc:
+                        length = 5 if rx[i + 1] & 0x80 else rx[i + 2] + 5
+                        if i + length <= n and not crc16(rx, i, i + length):
+                            self.noise_bytes += i - self._echo(i)  # what came before
+                            return self._finish(now, i, length)
+            self._n = n
+        late = ticks_diff(now, self._deadline) >= 0
+        if n and (late or ticks_diff(now, self._last_activity) >= self.gap_ms):
+            # Silence after bytes that hold no valid response of ours: a CRC-valid frame
+            # (another slave, function or count) or something that starts like our response
+            # is judged for its specific error; anything else is noise, dropped and counted,
+            # and the wait for the real response goes on.
+            self._n = 0
+            start = self._echo(n)
+            m = n - start
+            if (m >= 5 and not crc16(rx, start, n)) or (
+                m >= 2 and rx[start] == self._slave and rx[start + 1] & 0x7F == self._fc
+            ):
+                return self._finish(now, start, m)
+            self.noise_bytes += m
+        if late:
+            return self._finish(now, -1, 0)
         return None
 
     # -- internals -------------------------------------------------------------------------
+    def _echo(self, n):
+        """8 if the n buffered bytes begin with the echo of our own request (counted), else 0."""
+        if n >= 8 and self._rx[0:8] == self._req:
+            self.echo_bytes += 8
+            return 8
+        return 0
+
     def _send(self, now):
         de = self.de_pin
         if de is not None:
             de.value(1)
         self.uart.write(self._req)
-        tx_ms = (wire_us(8, self.baud) + 999) // 1000
         if de is not None:
-            if self._flush is not None:
-                self._flush()  # returns when the last stop bit has left (MicroPython >= 1.20)
-                de.value(0)
-            else:
-                self._de_release = ticks_add(now, tx_ms + 1)
+            self.uart.flush()  # returns when the last stop bit has left
+            de.value(0)
+        tx_ms = (wire_us(8, self.baud) + 999) // 1000
         self._n = 0
         self._last_activity = ticks_add(now, tx_ms)
         self._deadline = ticks_add(now, tx_ms + self.timeout_ms)
-        self._state = _RECEIVING
+        self._receiving = True
 
-    def _finish(self, now, event):
-        if self._de_release is not None:
-            self.de_pin.value(0)
-            self._de_release = None
-        self._state = _IDLE
-        self.busy = False
+    def _finish(self, now, start, length):
+        """The request's one event: the frame at rx[start:start+length] judged, or (start -1)
+        the time-out. Either way the master is ready for the next request."""
+        self._receiving = self.busy = False
         self._last_activity = now
-        if event[0] == "error":
+        try:
+            if start < 0:
+                raise ModbusTimeout(
+                    "no answer from slave %d within %d ms" % (self._slave, self.timeout_ms))
+            return ("ok", parse_response(
+                memoryview(self._rx)[start:], length, self._slave, self._fc, self._count))
+        except ModbusError as e:
             self.errors += 1
-        return event
-
-    def _find_frame(self):
-        """The first CRC-valid response from our slave in the buffer, judged; else None.
-
-        Scanning every start position lets a response preceded by line noise or by the echo of
-        our own request still be found, while the CRC keeps noise from passing as data.
-        """
-        rx = self._rx
-        n = self._n
-        slave = self._slave
-        fc = self._fc
-        for i in range(n - 4):
-            if rx[i] != slave or rx[i + 1] & 0x7F != fc:
-                continue
-            length = _frame_length(rx, i, n)
-            if length is None or i + length > n or not _crc_ok(rx, i, length):
-                continue
-            # Bytes before the accepted frame: our own echo, or noise.
-            if i >= 8 and rx[0:8] == self._req:
-                self.echo_bytes += 8
-                self.noise_bytes += i - 8
-            else:
-                self.noise_bytes += i
-            try:
-                return ("ok", parse_response(memoryview(rx)[i:], length, slave, fc, self._count))
-            except ModbusError as e:
-                return ("error", e)
-        return None
-
-    def _judge_silent_frame(self):
-        """The line fell silent after some bytes that hold no valid response of ours.
-
-        A CRC-valid frame (another slave, another function, wrong count) or something that starts
-        like our response is reported as its specific error; anything else is noise, dropped and
-        counted, and the wait for the real response goes on.
-        """
-        rx = self._rx
-        n = self._n
-        self._n = 0
-        start = 0
-        if n >= 8 and rx[0:8] == self._req:
-            self.echo_bytes += 8
-            start = 8
-        m = n - start
-        if m >= 5 and _crc_ok(rx, start, m):
-            try:
-                view = memoryview(rx)[start:n]
-                return ("ok", parse_response(view, m, self._slave, self._fc, self._count))
-            except ModbusError as e:
-                return ("error", e)
-        if m >= 2 and rx[start] == self._slave and rx[start + 1] & 0x7F == self._fc:
-            length = _frame_length(rx, start, n)
-            if length is not None and m >= length:
-                return ("error", ModbusError("CRC mismatch: slave %d" % rx[start]))
-            return ("error", ModbusError("incomplete: %d bytes" % m))
-        self.noise_bytes += m
-        return None
+            return ("error", e)
