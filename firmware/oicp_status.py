@@ -76,14 +76,6 @@ _TABLE = (
 )
 
 
-def __getattr__(name):
-    """`CODES` ({code: meaning}) is built on request (bridge, tests); the firmware never
-    needs the whole table."""
-    if name == "CODES":
-        return {r[:3]: r[3:] for r in _TABLE.decode().split("\n") if r}
-    raise AttributeError(name)
-
-
 UNKNOWN = "Unknown status code"
 
 # What a CPO may answer a RemoteStart/RemoteStop with (BPMN-R: 500-700 range, plus 000 and the
@@ -113,63 +105,31 @@ _REFUSED_DISPLAY = {"u": DISPLAY_CARD_UNKNOWN, "i": DISPLAY_CARD_INVALID, "n": D
                     "t": DISPLAY_TIMEOUT}
 
 
-def normalize(code):
-    """A code as OICP writes it: "000". Accepts an int (2 -> "002"); None stays None."""
-    if code is None or isinstance(code, str):
-        return code
-    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 999:
-        return "{:03d}".format(code)
-    raise ValueError("status code {!r}: must be a 3-digit string".format(code))
+def status_code(code):
+    """The OICP StatusCode object of a code from the table: {"Code", "Description"}.
 
-
-def _meaning(code):
-    """The table's meaning of a normalized code, or None."""
-    if code is None or len(code) != 3 or not code.isdigit():
-        return None
-    i = _TABLE.find(b"\n" + code.encode())
+    The device answers only with its own codes; the table stays complete (it is the one table
+    the bridge shares), `status_code(c)["Description"]` is how the host reads a meaning.
+    """
+    i = _TABLE.find(b"\n" + code.encode()) if len(code) == 3 else -1
     if i < 0:
-        return None
-    return _TABLE[i + 4:_TABLE.find(b"\n", i + 4)].decode()
-
-
-def describe(code):
-    """Meaning of a code. An unknown code is not an error here: it returns UNKNOWN
-    ("Unknown status code") and the caller decides; `is_known` tells the two apart."""
-    return _meaning(normalize(code)) or UNKNOWN
-
-
-def is_known(code):
-    return _meaning(normalize(code)) is not None
-
-
-def status_code(code, description=None, additional_info=None):
-    """An OICP StatusCode object; Description defaults to the table's meaning."""
-    code = normalize(code)
-    meaning = _meaning(code)
-    if meaning is None:
         raise ValueError("status code {!r}: not an OICP 2.3 code".format(code))
-    out = {"Code": code, "Description": description or meaning}
-    if additional_info:
-        out["AdditionalInfo"] = additional_info
-    return out
+    return {"Code": code, "Description": _TABLE[i + 4:_TABLE.find(b"\n", i + 4)].decode()}
 
 
 def driver_display(authorization_status, code):
     """What the driver sees after an authorization answer (one of DISPLAY_VALUES).
 
     `authorization_status` is "Authorized", "NotAuthorized" or None (no answer, timed out);
-    `code` is StatusCode.Code (may be None). AuthorizationStatus decides acceptance; the code
-    only picks the reason for a refusal. Unknown codes on a refusal count as backend errors.
+    `code` is StatusCode.Code, a 3-digit string or None (the controller validated both).
+    AuthorizationStatus decides acceptance; the code only picks the reason for a refusal.
+    Unknown codes on a refusal count as backend errors.
     """
     if authorization_status is None:
         return DISPLAY_TIMEOUT
     if authorization_status == AUTHORIZED:
         return DISPLAY_ACCEPTED
-    if authorization_status != NOT_AUTHORIZED:
-        raise ValueError("AuthorizationStatus {!r}: must be Authorized, NotAuthorized or None"
-                         .format(authorization_status))
-    code = normalize(code)
     if code is None:
         return DISPLAY_CARD_UNKNOWN
-    i = _REFUSED.find(code) if len(code) == 3 and code.isdigit() else -1
+    i = _REFUSED.find(code)
     return DISPLAY_BACKEND_ERROR if i < 0 else _REFUSED_DISPLAY[_REFUSED[i + 3]]

@@ -7,10 +7,22 @@ SPEC_CODES = ("000 001 002 009 017 018 019 021 022 101 102 103 105 106 110 120 1
               "300 310 320 400 501 510 601 602 603 604 700").split()
 
 
+def meaning(code):
+    """The table's meaning of `code`, or None if the table does not have it."""
+    try:
+        return s.status_code(code)["Description"]
+    except ValueError:
+        return None
+
+
 def test_table_is_exactly_the_spec_list():
-    assert sorted(s.CODES) == SPEC_CODES
-    for code, meaning in s.CODES.items():
-        assert isinstance(code, str) and len(code) == 3 and meaning
+    for k in range(1000):
+        code = "%03d" % k
+        m = meaning(code)
+        assert (m is not None) == (code in SPEC_CODES), code
+        assert m is None or m.strip() == m and m
+    for bad in ("", "00", "0000", "\n00", "Suc"):
+        assert meaning(bad) is None, bad
 
 
 def test_named_constants():
@@ -32,27 +44,12 @@ def test_named_constants():
         (s.DATA_ERROR, "022", "Data error"),
     ):
         assert named == code, code
-        assert fragment in s.describe(code), (code, s.describe(code))
-
-
-def test_describe_unknown_and_int():
-    assert s.describe("999") == s.UNKNOWN
-    assert s.describe(None) == s.UNKNOWN
-    assert s.describe(2) == "Hubject database error"
-    assert s.is_known("602") and not s.is_known("404")
-    for bad in (-1, 1000, 1.5, True):
-        try:
-            s.describe(bad)
-        except ValueError:
-            continue
-        raise AssertionError(bad)
+        assert fragment in meaning(code), (code, meaning(code))
 
 
 def test_status_code_object():
     want = {"Code": "602", "Description": "EVSE already in use/ wrong token"}
     assert s.status_code("602") == want
-    assert s.status_code(22, "bad json", "line 1") == {
-        "Code": "022", "Description": "bad json", "AdditionalInfo": "line 1"}
     try:
         s.status_code("404")
     except ValueError as e:
@@ -63,7 +60,7 @@ def test_status_code_object():
 
 def test_remote_ack_codes_are_known():
     for code in s.REMOTE_ACK_CODES:
-        assert s.is_known(code)
+        assert meaning(code) is not None, code
 
 
 def test_driver_display_table():
@@ -87,18 +84,7 @@ def test_driver_display_table():
         ("NotAuthorized", "022", "backend_error"),
         ("NotAuthorized", "999", "backend_error"),
         ("NotAuthorized", "110", "timeout"),
-        ("NotAuthorized", 210, "no_contract"),
     ):
         got = s.driver_display(status, code)
         assert got == want, (status, code, got)
         assert got in s.DISPLAY_VALUES
-
-
-def test_driver_display_rejects_unknown_status():
-    for bad in ("authorized", "Accepted", ""):
-        try:
-            s.driver_display(bad, "000")
-        except ValueError as e:
-            assert "AuthorizationStatus" in str(e)
-        else:
-            raise AssertionError(bad)
