@@ -95,10 +95,6 @@ def field_value(regs, i, key, typ, order, exp, sentinels=False):
     return raw / 10 ** (-exp)
 
 
-_IDLE = const(0)
-_READING = const(1)
-
-
 class Meter:
     """Cycles through a model's requests on a ModbusMaster it owns.
 
@@ -123,9 +119,8 @@ class Meter:
         self.max_errors = max_errors
         self.plan = meter_models.plan_requests(model)
         self._sentinels = bool(model.get("sentinels", False))
-        self._state = _IDLE
         self._idx = 0
-        self._values = None
+        self._values = None  # the cycle's values so far; None between cycles
         self._next = None  # tick the next cycle may start at; None = at once
         self.consecutive_errors = 0
         self.failed = False  # consecutive_errors reached max_errors
@@ -137,13 +132,12 @@ class Meter:
         self.master.start(self.address, fc, reg, count, now)
 
     def poll(self, now):
-        if self._state == _IDLE:
+        if self._values is None:
             if self._next is not None and ticks_diff(now, self._next) < 0:
                 return None
             self._next = ticks_add(now, self.interval_ms)
             self._idx = 0
             self._values = {}
-            self._state = _READING
             self._start(now)
         event = self.master.poll(now)
         if event is None:
@@ -160,7 +154,6 @@ class Meter:
             if self._idx < len(self.plan):
                 self._start(now)
                 return None
-            self._state = _IDLE
             self._values = None
             self.consecutive_errors = 0
             self.failed = False
@@ -171,7 +164,6 @@ class Meter:
 
     def _error(self, exc):
         """Drop the partial cycle: a reading never mixes values from two cycles."""
-        self._state = _IDLE
         self._values = None
         self.consecutive_errors += 1
         self.failed = self.consecutive_errors >= self.max_errors

@@ -13,8 +13,6 @@ class SharedBus:
     master is idle again; then the next meter that is due gets it.
     """
 
-    __slots__ = ("master", "meters", "_owner", "_next")
-
     def __init__(self, master, meters):
         self.master = master
         self.meters = meters
@@ -46,8 +44,6 @@ class SharedBus:
 class Board:
     """What the firmware gets from a board: one object per device, lists indexed by EVSE.
     The shell polls them itself (pilots and contactors first: safety)."""
-
-    __slots__ = ("reader", "meters", "contactors", "pilots", "proximity", "bus")
 
     def __init__(self, reader, meters, contactors, pilots, proximity, bus):
         self.reader = reader  # None: no reader

@@ -127,8 +127,6 @@ class SimLine:
     "mirror" pin (value), the CP
     "pwm" (freq, duty_u16: sends `pwm` when the duty changes), a "cp" or "pp" ADC (read_uv)."""
 
-    __slots__ = ("sio", "i", "role")
-
     def __init__(self, sio, evse, role):
         if not 1 <= evse <= sio.evses:
             raise ValueError("evse must be 1..%d" % sio.evses)
