@@ -109,7 +109,6 @@ class PN532:
         self.present = None  # UID hex of the card in the field (None if none or a random UID)
         self._phase = _WAKE
         self._busy = False
-        self._cmd = 0
         self._deadline = 0
         self._due = None  # None: the first poll sends at once
         self._sent_at = 0
@@ -177,42 +176,39 @@ class PN532:
             return None
         if kind != DATA:
             return None
-        if len(payload) < 2 or payload[0] != TFI_CHIP or payload[1] != self._cmd + 1:
+        phase = self._phase
+        if len(payload) < 2 or payload[0] != TFI_CHIP or payload[1] != _PHASE_CMDS[phase] + 1:
             self.unexpected += 1
             return None
         self._busy = False
         self._trouble_since = None
         self._fails = 0
-        cmd = self._cmd
         ev = None
-        if cmd == CMD_SAM_CONFIGURATION:
-            self._phase, self._due = _FIRMWARE, now
-        elif cmd == CMD_GET_FIRMWARE_VERSION:
-            if len(payload) >= 6:
-                self.firmware = (payload[2], payload[3], payload[4], payload[5])
-            self._phase, self._due = _RF_CONFIG, now
-        elif cmd == CMD_RF_CONFIGURATION:
-            self._phase, self._due = _POLL, now
-        elif cmd == CMD_IN_RELEASE:
+        # The start-up phases follow each other at once; after a poll or a release the next
+        # poll is due after poll_interval_ms, unless a card was found (then release it now).
+        self._due = now
+        if phase < _POLL:
+            if phase == _FIRMWARE and len(payload) >= 6:
+                self.firmware = tuple(payload[2:6])
+            self._phase = phase + 1
+        else:
             self._phase = _POLL
             self._due = ticks_add(now, self.poll_interval_ms)
-        elif cmd == CMD_IN_LIST_PASSIVE_TARGET:
-            self.polls += 1
-            try:
-                uid = parse_target(payload)
-            except ValueError:
-                self.bad_replies += 1
-                self._due = ticks_add(now, self.poll_interval_ms)
-                uid = False
-            if uid is None:
-                self._due = ticks_add(now, self.poll_interval_ms)
-                if self._present is not None:
-                    self._empty += 1
-                    if self._empty >= self.gone_after:
-                        ev = self._forget()
-            elif uid:
-                self._phase, self._due = _RELEASE, now
-                ev = self._card(uid)
+            if phase == _POLL:
+                self.polls += 1
+                try:
+                    uid = parse_target(payload)
+                except ValueError:
+                    self.bad_replies += 1
+                    uid = False
+                if uid is None:
+                    if self._present is not None:
+                        self._empty += 1
+                        if self._empty >= self.gone_after:
+                            ev = self._forget()
+                elif uid:
+                    self._phase, self._due = _RELEASE, now
+                    ev = self._card(uid)
         if self.failed:
             self.failed = False
             self._reason = None
@@ -258,7 +254,6 @@ class PN532:
             if data:
                 self.stale += len(data)
         self.parser.reset()
-        self._cmd = _PHASE_CMDS[self._phase]
         uart.write(self._frames[self._phase])
         self._busy = True
         self._sent_at = now
