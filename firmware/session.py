@@ -148,8 +148,8 @@ class Session:
 
     def _started(self, msg_id, kind):
         d = self._base(msg_id, kind)
-        d["ChargingStart"] = _iso(self.charging_start)
-        d["SessionStart"] = _iso(self.session_start)
+        d["ChargingStart"] = iso_utc(self.charging_start)
+        d["SessionStart"] = iso_utc(self.session_start)
         _meter(d, "MeterValueStart", self.meter_start)
         return d
 
@@ -159,7 +159,7 @@ class Session:
     def progress_notification(self, wall_now, duration_ms):
         self.progress_n += 1
         d = self._started("{}.p{}".format(self.local_id, self.progress_n), "Progress")
-        d["EventOccurred"] = _iso(wall_now)
+        d["EventOccurred"] = iso_utc(wall_now)
         d["ChargingDuration"] = duration_ms
         d["ConsumedEnergyProgress"] = kwh(self.energy_wh())
         if self.meter_end is not None:
@@ -183,8 +183,8 @@ class Session:
         out = []
         for msg_id, kind in ((self.local_id + ".end", "End"), ("cdr-" + self.local_id, None)):
             d = self._started(msg_id, kind)
-            d["ChargingEnd"] = _iso(self.charging_end)
-            d["SessionEnd"] = _iso(session_end)
+            d["ChargingEnd"] = iso_utc(self.charging_end)
+            d["SessionEnd"] = iso_utc(session_end)
             d["ConsumedEnergy"] = kwh(self.energy_wh())
             _meter(d, "MeterValueEnd", self.meter_end)
             if self.meter_between:
@@ -195,10 +195,6 @@ class Session:
                 d["MeteringCheck"] = "Failed"
             out.append(d)
         return out
-
-
-def _iso(epoch_s):
-    return None if epoch_s is None else iso_utc(epoch_s)
 
 
 def _meter(d, key, wh):

@@ -10,11 +10,10 @@ MAX_EPOCH_S = 4102444800  # 2100-01-01T00:00:00Z, exclusive
 
 
 def iso_utc(epoch_s):
-    """`2026-11-21T13:38:00.000Z` for seconds since 1970 (UTC); a float is floored (host)."""
-    if isinstance(epoch_s, float):
-        epoch_s = int(epoch_s // 1)
-    if not isinstance(epoch_s, int) or isinstance(epoch_s, bool):
-        raise ValueError("epoch {!r}: must be integer seconds".format(epoch_s))
+    """`2026-11-21T13:38:00.000Z` for integer seconds since 1970 (UTC); None (time not known
+    yet) stays None. The controller checked the clock's type at its edge (`time` event)."""
+    if epoch_s is None:
+        return None
     if not 0 <= epoch_s < MAX_EPOCH_S:
         raise ValueError("epoch {}: outside 1970-2099".format(epoch_s))
     days, secs = divmod(epoch_s, 86400)
