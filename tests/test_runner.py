@@ -282,3 +282,18 @@ def test_hub_status_calls_every_device_with_now(reader):
         assert ("sam" in st["reader"]["device"]) == (reader == "pn532")
     finally:
         bench.close()
+
+
+def test_micropython_firmware_sees_only_the_build():
+    """The unix port puts "" first on sys.path: run from the repo, `import firmware` would
+    compile the sources in the heap instead of loading the .mpy image (it once did, silently).
+    The process runs in the build dir and the sources are not on MICROPYPATH."""
+    from host_sim.runner import firmware_command
+
+    ports = {"reader": "/dev/null", "meter": "/dev/null", "simio": "/dev/null"}
+    build_dir = os.path.join(ROOT, "build", "mpy")
+    argv, env = firmware_command("micropython", ports, "/tmp/flash", build_dir)
+    path = env["MICROPYPATH"].split(":")
+    assert path[0] == build_dir and ROOT not in path and "." not in path
+    assert argv[argv.index("-m") + 1] == "firmware.app"
+    assert not os.path.exists(os.path.join(build_dir, "firmware", "app.py"))
