@@ -303,15 +303,11 @@ def fold_tree(sources, extra=()):
     """Fold the constants of every firmware/hal file in `sources` ({path: text}) into all of
     `sources` and `extra` (more {path: text}, e.g. tests that run on the device image, whose
     own constants are not collected). Returns {path: folded text} for both."""
-    trees = {}
-    for path, text in sources.items():
-        mod = module_name(path)
-        if _is_ours(mod):
-            trees[mod] = ast.parse(text, path)
-    table = constant_table(trees)
     everything = dict(sources)
     everything.update(extra)
     parsed = {p: ast.parse(t, p) for p, t in everything.items()}
+    table = constant_table({module_name(p): parsed[p] for p in sources
+                            if _is_ours(module_name(p))})
     uses = {p: _uses(parsed[p], module_name(p), table) for p in everything}
     # a big value is folded only where one module (the definer included) reads it
     readers = {}
