@@ -81,14 +81,14 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
     sources = {rel: _read(os.path.join(root, rel)) for rel in _sources(root)}
     tests = {rel: _read(os.path.join(root, rel)) for rel in _device_tests(root)}
     folded = fold_tree(sources, tests)
+    wanted = set(tests)
     for rel in tests:
         _write_if_changed(os.path.join(out_dir, rel), folded[rel])
-    wanted = set()
     compiled = []
     for rel in sources:
         src = os.path.join(out_dir, ".src", rel)
         dst_rel = rel[:-3] + ".mpy"
-        wanted.add(dst_rel)
+        wanted.update((dst_rel, os.path.join(".src", rel)))
         dst = os.path.join(out_dir, dst_rel)
         if not _write_if_changed(src, folded[rel]) and os.path.exists(dst) \
                 and os.path.getmtime(dst) >= os.path.getmtime(src):
@@ -103,9 +103,9 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
             raise BuildError("mpy-cross failed on {}: {}".format(rel, res.stderr.strip()))
         os.replace(tmp, dst)
         compiled.append(dst_rel)
-    removed = []
-    for pkg in PACKAGES:
-        for folder, _dirs, files in os.walk(os.path.join(out_dir, pkg)):
+    removed = []  # whatever a deleted module or test left: compiled, folded source, test copy
+    for top in PACKAGES + (".src", "tests"):
+        for folder, _dirs, files in os.walk(os.path.join(out_dir, top)):
             for name in files:
                 rel = os.path.relpath(os.path.join(folder, name), out_dir)
                 if rel not in wanted:
