@@ -61,6 +61,15 @@ _PLUGGED = "BCD"
 _DRAWING = "CD"
 
 
+def earlier(a, b):
+    """The earlier of two ticks deadlines; None means no deadline."""
+    if a is None:
+        return b
+    if b is None or ticks_diff(a, b) < 0:
+        return a
+    return b
+
+
 class Evse:
     def __init__(self, n, max_a, socket, grace_ms, conn_ms):
         self.n = n
@@ -189,11 +198,9 @@ class Evse:
         return 0
 
     def next_deadline(self):
-        d = None
-        for t in (self.conn_due, self.grace_due, self.pwm_due, self.diode_due):
-            if t is not None and (d is None or ticks_diff(t, d) < 0):
-                d = t
-        return d
+        # pairwise, no tuple: the shell asks on every 2 ms loop pass
+        return earlier(earlier(self.conn_due, self.grace_due),
+                       earlier(self.pwm_due, self.diode_due))
 
     # -- queries ------------------------------------------------------------------------
     def available(self):

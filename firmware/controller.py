@@ -31,6 +31,7 @@ from firmware.charging import (
     P_IDLE,
     R_CONNECTION_TIMEOUT,
     Evse,
+    earlier,
 )
 from firmware.remote import Remote
 from firmware.session import kwh
@@ -40,14 +41,6 @@ from hal.compat import ticks_add, ticks_diff
 
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _earlier(a, b):
-    if a is None:
-        return b
-    if b is None or ticks_diff(a, b) < 0:
-        return a
-    return b
 
 
 
@@ -105,15 +98,16 @@ class Controller(Cards, Remote):
     def next_deadline(self):
         d = None
         for ev in self.evses:
-            d = _earlier(d, ev.next_deadline())
-        for req in self._requests.values():
-            d = _earlier(d, req[3])
+            d = earlier(d, ev.next_deadline())
+        if self._requests:  # .values() allocates a view: not on every idle loop pass
+            for req in self._requests.values():
+                d = earlier(d, req[3])
         for s in self.sessions:
             if s is not None:
-                d = _earlier(d, s.next_progress)
+                d = earlier(d, s.next_progress)
         for r in self._restored:
             if r is not None:
-                d = _earlier(d, r[1])
+                d = earlier(d, r[1])
         return d
 
     # -- plumbing -----------------------------------------------------------------------
