@@ -187,8 +187,15 @@ class LocalList:
         return self._find(key, 0) >= 0
 
     def uids(self):
-        """The UIDs in record order (4-byte ones first); allocates, for persistence and tests."""
-        return [_hex_at(self._blob, off) for off in range(0, len(self._blob), _REC)]
+        """The UIDs in record order (4-byte ones first); allocates, for persistence and tests.
+        The list is sized before the first string is made: grown by appends, its last doubling
+        needs one free block of 8 bytes per UID after the strings and their garbage have
+        scattered over the heap (that failed at -X heapsize=64k, measured)."""
+        b = self._blob
+        out = [None] * (len(b) // _REC)
+        for i in range(len(out)):
+            out[i] = _hex_at(b, i * _REC)
+        return out
 
     def to_json(self):
         return {"version": self.version, "uids": self.uids()}

@@ -9,6 +9,11 @@ deployed image has no constant tables to keep in RAM); the folded sources are ke
 exactly the image. `.mpy` files whose source is gone are removed so a deleted module cannot
 linger in the build.
 
+The same tree, `firmware/` and `hal/` only, is then packed into one ROMFS image,
+`<out>/firmware.romfs` (mpremote's writer): what an ESP32 with a ROMFS partition is flashed with
+(`mpremote romfs deploy build/mpy/firmware.romfs`) and what the simulator's MicroPython runs,
+mapped outside the heap by `host_sim/romboot.py` (compiled to `<out>/boot/romboot.mpy`).
+
     python -m host_sim.build [OUT_DIR]
 """
 
@@ -21,6 +26,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "build", "mpy")
 PACKAGES = ("firmware", "hal")
+IMAGE = "firmware.romfs"
+LAUNCHER = ("host_sim/romboot.py", "boot/romboot.mpy")
 
 
 class BuildError(Exception):
@@ -53,13 +60,16 @@ def _read(path):
         return f.read()
 
 
-def _write_if_changed(path, text):
-    """Write `text` unless the file already holds it; -> True if written."""
-    if os.path.exists(path) and _read(path) == text:
-        return False
+def _write_if_changed(path, data):
+    """Write `data` (text or bytes) unless the file already holds it; -> True if written."""
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            if f.read() == raw:
+                return False
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(path, "wb") as f:
+        f.write(raw)
     return True
 
 
@@ -89,29 +99,68 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
         src = os.path.join(out_dir, ".src", rel)
         dst_rel = rel[:-3] + ".mpy"
         wanted.update((dst_rel, os.path.join(".src", rel)))
-        dst = os.path.join(out_dir, dst_rel)
-        if not _write_if_changed(src, folded[rel]) and os.path.exists(dst) \
-                and os.path.getmtime(dst) >= os.path.getmtime(src):
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = dst + ".tmp"
-        # -s gives tracebacks the repo-relative name instead of the absolute build path.
-        cmd = [exe, "-s", rel, "-o", tmp, src]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if res.returncode != 0:
-            _remove(tmp)
-            raise BuildError("mpy-cross failed on {}: {}".format(rel, res.stderr.strip()))
-        os.replace(tmp, dst)
+        if _compile(exe, rel, src, os.path.join(out_dir, dst_rel), folded[rel], timeout_s):
+            compiled.append(dst_rel)
+    src_rel, dst_rel = LAUNCHER
+    if _compile(exe, src_rel, os.path.join(out_dir, ".src", src_rel),
+                os.path.join(out_dir, dst_rel), _read(os.path.join(root, src_rel)), timeout_s):
         compiled.append(dst_rel)
+    wanted.update((dst_rel, os.path.join(".src", src_rel)))
     removed = []  # whatever a deleted module or test left: compiled, folded source, test copy
-    for top in PACKAGES + (".src", "tests"):
+    for top in PACKAGES + (".src", "tests", "boot"):
         for folder, _dirs, files in os.walk(os.path.join(out_dir, top)):
             for name in files:
                 rel = os.path.relpath(os.path.join(folder, name), out_dir)
                 if rel not in wanted:
                     os.remove(os.path.join(folder, name))
                     removed.append(rel)
+    _write_if_changed(os.path.join(out_dir, IMAGE), romfs_image(out_dir))
     return compiled, removed
+
+
+def _compile(exe, rel, src, dst, text, timeout_s):
+    """Write `text` to `src` and compile it to `dst` unless both are up to date; -> compiled?"""
+    if not _write_if_changed(src, text) and os.path.exists(dst) \
+            and os.path.getmtime(dst) >= os.path.getmtime(src):
+        return False
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = dst + ".tmp"
+    # -s gives tracebacks the repo-relative name instead of the absolute build path.
+    res = subprocess.run([exe, "-s", rel, "-o", tmp, src], capture_output=True, text=True,
+                         timeout=timeout_s)
+    if res.returncode != 0:
+        _remove(tmp)
+        raise BuildError("mpy-cross failed on {}: {}".format(rel, res.stderr.strip()))
+    os.replace(tmp, dst)
+    return True
+
+
+def romfs_image(out_dir, extra=()):
+    """The ROMFS image of the compiled packages (sorted, so the same tree gives the same bytes),
+    plus `extra` top-level (name, .mpy path) files: a benchmark harness or a test probe."""
+    from mpremote.romfs import VfsRomWriter
+
+    rom = VfsRomWriter()
+
+    def add(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                rom.opendir(name)
+                add(path)
+                rom.closedir()
+            elif name.endswith(".mpy"):
+                with open(path, "rb") as f:
+                    rom.mkfile(name, f.read())
+
+    for pkg in PACKAGES:
+        rom.opendir(pkg)
+        add(os.path.join(out_dir, pkg))
+        rom.closedir()
+    for name, path in extra:
+        with open(path, "rb") as f:
+            rom.mkfile(name, f.read())
+    return rom.finalise()
 
 
 def _remove(path):

@@ -34,7 +34,7 @@ INTERPRETERS = ("cpython", "micropython")
 # The unix-port heap for the firmware process. The goal is 128k (the 64-bit stand-in for what
 # an ESP32 heap can grow to); the firmware needs ~118 KB after boot on this 64-bit port and its
 # scenarios pass from 136k, so 144k leaves a margin (README, "Memory"). MPEVSE_MP_HEAP overrides.
-MP_HEAP = "144k"
+MP_HEAP = "128k"
 READERS = ("pn532", "rdm6300")
 METER_BAUD = 9600  # one SDM120 per EVSE on one bus, slave address = EVSE number
 
@@ -60,14 +60,30 @@ def firmware_command(interpreter, ports, flash, build_dir):
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         return [sys.executable, "-m", "firmware.app", "--board", "host"] + args, env
-    # Only the build: the unix port puts "" (the working directory) first on sys.path, so the
-    # process runs IN the build dir (see _boot) and the sources are not on the path at all -- a
-    # module missing from the build fails loudly instead of being compiled from source in the
-    # heap. ".frozen" keeps the unix port's frozen modules importable.
-    env["MICROPYPATH"] = build_dir + ":.frozen"
     heap = os.environ.get("MPEVSE_MP_HEAP", MP_HEAP)
-    return [micropython_exe(), "-X", "heapsize=" + heap, "-m", "firmware.app",
-            "--board", "unix"] + args, env
+    return rom_command(build_dir, os.path.join(build_dir, build.IMAGE), "firmware.app",
+                       ["--board", "unix"] + args, heap, env)
+
+
+def rom_command(build_dir, image, module, args, heap, env=None):
+    """argv and environment that run `module.main(args)` on the unix port with the code in the
+    ROMFS `image`, mapped outside the heap as on an ESP32 with a ROMFS partition
+    (host_sim/romboot.py). The partition is a placeholder variable of exactly the image's size,
+    first in the environment. Only the launcher's folder is on MICROPYPATH and the process runs
+    there (see FirmwareProcess; the unix port puts "" first on sys.path), so a module missing
+    from the image fails loudly instead of being compiled from source in the heap. ".frozen"
+    keeps the unix port's own frozen modules importable."""
+    inherited = os.environ if env is None else env
+    env = {"MPEVSE_ROM": "x" * os.path.getsize(image)}
+    env.update((k, v) for k, v in inherited.items() if k != "MPEVSE_ROM")
+    env["MICROPYPATH"] = boot_dir(build_dir) + ":.frozen"
+    return [micropython_exe(), "-X", "heapsize=" + heap, "-m", "romboot", image, module] \
+        + list(args), env
+
+
+def boot_dir(build_dir):
+    """Where the launcher is; the MicroPython firmware process runs in it."""
+    return os.path.join(build_dir, "boot")
 
 
 def make_config(evses, reader, overrides):
@@ -269,7 +285,7 @@ class Simulation:
         argv, env = self._command_factory(self.interpreter, ports, self.flash, self.build_dir)
         self.boot_count += 1
         stderr_path = os.path.join(self._tmp, "firmware-{}.stderr".format(self.boot_count))
-        cwd = self.build_dir if self.interpreter == "micropython" else ROOT
+        cwd = boot_dir(self.build_dir) if self.interpreter == "micropython" else ROOT
         self.fw = FirmwareProcess(argv, env, self.now, stderr_path, cwd=cwd)
         start = len(self.events)
         deadline = self.now() + self.boot_timeout_s

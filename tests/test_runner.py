@@ -287,13 +287,17 @@ def test_hub_status_calls_every_device_with_now(reader):
 def test_micropython_firmware_sees_only_the_build():
     """The unix port puts "" first on sys.path: run from the repo, `import firmware` would
     compile the sources in the heap instead of loading the .mpy image (it once did, silently).
-    The process runs in the build dir and the sources are not on MICROPYPATH."""
-    from host_sim.runner import firmware_command
+    The firmware comes from the ROMFS image; only the launcher's folder is on MICROPYPATH."""
+    from host_sim.build import IMAGE, build
+    from host_sim.runner import boot_dir, firmware_command
 
     ports = {"reader": "/dev/null", "meter": "/dev/null", "simio": "/dev/null"}
     build_dir = os.path.join(ROOT, "build", "mpy")
+    build(build_dir)
     argv, env = firmware_command("micropython", ports, "/tmp/flash", build_dir)
-    path = env["MICROPYPATH"].split(":")
-    assert path[0] == build_dir and ROOT not in path and "." not in path
-    assert argv[argv.index("-m") + 1] == "firmware.app"
-    assert not os.path.exists(os.path.join(build_dir, "firmware", "app.py"))
+    assert env["MICROPYPATH"].split(":") == [boot_dir(build_dir), ".frozen"]
+    assert argv[argv.index("-m") + 1:argv.index("-m") + 4] == [
+        "romboot", os.path.join(build_dir, IMAGE), "firmware.app"]
+    assert len(env["MPEVSE_ROM"]) == os.path.getsize(os.path.join(build_dir, IMAGE))
+    assert list(env)[0] == "MPEVSE_ROM"
+    assert os.listdir(boot_dir(build_dir)) == ["romboot.mpy"]

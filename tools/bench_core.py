@@ -1,15 +1,12 @@
 """Benchmark of the charging core: step() rate and heap, on CPython and the MicroPython unix port.
 
-    python tools/bench_core.py [sessions]            # CPython: events/s
-    micropython -X heapsize=64k tools/bench_core.py [sessions] [mpy_dir]
-    micropython -X heapsize=64k -c "import sys; sys.path[:0] = ['MPY']; import bench_core;
-                                    bench_core.main(['', '10000'])"
+    python tools/bench_core.py [SESSIONS]                              # CPython: events/s
+    python tools/bench_core.py --micropython [SESSIONS] [--heap 64k]   # the unix port
 
-`mpy_dir` is a tree of precompiled modules (host_sim.build: firmware/ and hal/ as .mpy), as the
-ESP32 runs them; compiled from source the firmware does not fit a 64k unix-port heap. The third
-form also runs this harness precompiled (`mpy-cross tools/bench_core.py -o MPY/bench_core.mpy`),
-so the compiler's working memory for it is not in the figures either
-(tests/test_bench_core.py does that at 96k; issue 2's goal is 64k, it passes from 86k).
+The MicroPython run is how an ESP32 with a ROMFS partition runs the core: host_sim.build compiles
+firmware/ and hal/ to .mpy, this harness is compiled and packed into the same ROMFS image, and
+host_sim/romboot.py maps the image outside the heap, so bytecode costs no heap and `-X heapsize`
+is left for the objects the code makes (issue 2: 64k).
 
 Runs simulated sessions through a 4-EVSE core with a 100-card local list and a 100-entry cache.
 Prints the heap taken by the imported code, and (MicroPython) the working heap above that
@@ -21,10 +18,9 @@ import sys
 
 if __name__ == "__main__":
     sys.path.insert(0, ".")
-    if len(sys.argv) > 2:
-        sys.path.insert(0, sys.argv[2])
 
 MP = sys.implementation.name == "micropython"
+MARKS = (1000, 5000, 10000, 20000, 40000)  # session counts at which the heap is reported
 
 
 def _alloc():
@@ -93,7 +89,8 @@ def run(sessions):
     base = _alloc()
     state = base - BASE0 - CODE  # controller + 4 EVSEs + local list + cache, before sessions
     peak = 0
-    marks = []
+    # heap at the MARKS, in ints preallocated here: appending tuples would itself grow the heap
+    marks = [0] * (2 * len(MARKS))
     t0 = ticks_ms()
     for s in range(sessions):
         i = s % 4
@@ -117,14 +114,17 @@ def run(sessions):
             used = _alloc() - base
             if used > peak:
                 peak = used
-        if s + 1 in (1000, 5000, 10000):
-            marks.append((s + 1, _alloc() - base, peak))
+        if s + 1 in MARKS:
+            k = 2 * MARKS.index(s + 1)
+            marks[k] = _alloc() - base
+            marks[k + 1] = peak
     ms = ticks_ms() - t0
     return count[0], ms, state, peak, marks
 
 
-def main(argv):
-    sessions = int(argv[1]) if len(argv) > 1 else 10000
+def main(args):
+    """Run the sessions here; the romboot launcher calls this with the session count."""
+    sessions = int(args[0]) if args else 10000
     events, ms, state, peak, marks = run(sessions)
     impl = sys.implementation.name
     print("bench_core %s: %d sessions, %d events in %d ms = %d events/s" % (
@@ -133,9 +133,41 @@ def main(argv):
         print("heap: imported code %d B; core state (4 EVSEs, 100-card list, 100-entry cache) "
               "%d B; growth over sessions: peak %d B" % (CODE, state, peak))
         print("working heap above code: %d B" % (state + peak))
-        for n, now_used, pk in marks:
+        for k, n in enumerate(MARKS):
+            if n > sessions:
+                break
+            now_used, pk = marks[2 * k], marks[2 * k + 1]
             print("heap at %d sessions: %d B now, %d B peak so far" % (n, now_used, pk))
 
 
+def on_micropython(args):
+    """Build the image with this harness in it and run it under the unix port; -> exit code."""
+    import os
+    import subprocess
+    import tempfile
+
+    from host_sim.build import build, mpy_cross_exe, romfs_image
+    from host_sim.runner import boot_dir, rom_command
+
+    heap = "64k"
+    if "--heap" in args:
+        i = args.index("--heap")
+        heap = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    with tempfile.TemporaryDirectory() as out:
+        build(out)
+        harness = os.path.join(out, "bench_core.mpy")
+        subprocess.run([mpy_cross_exe(), "-o", harness, __file__], check=True, timeout=60)
+        image = os.path.join(out, "bench.romfs")
+        with open(image, "wb") as f:
+            f.write(romfs_image(out, [("bench_core.mpy", harness)]))
+        argv, env = rom_command(out, image, "bench_core", args, heap)
+        print("micropython -X heapsize=%s, code mapped from a ROMFS image" % heap)
+        sys.stdout.flush()
+        return subprocess.run(argv, env=env, cwd=boot_dir(out), timeout=600).returncode
+
+
 if __name__ == "__main__":
-    main(sys.argv)
+    if "--micropython" in sys.argv:
+        sys.exit(on_micropython([a for a in sys.argv[1:] if a != "--micropython"]))
+    main(sys.argv[1:])

@@ -1,0 +1,86 @@
+"""The simulator's ROMFS partition (host_sim/romboot.py), run as real MicroPython processes.
+
+The image is mapped outside the heap, so importing the core from it must cost far less heap than
+importing the same .mpy files from a folder (which copies their bytecode into the heap)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from host_sim.build import build, mpy_cross_exe, romfs_image
+from host_sim.runner import boot_dir, rom_command
+from tests.mpy import ROOT, micropython_exe
+
+pytestmark = pytest.mark.slow
+
+PROBE = """
+import gc, json, sys
+
+
+def main(args):
+    gc.collect()
+    before = gc.mem_alloc()
+    import firmware.controller
+    gc.collect()
+    print(json.dumps({"file": firmware.controller.__file__, "path": sys.path,
+                      "cost": gc.mem_alloc() - before, "args": args}))
+"""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """The build plus a probe module, packed into one image."""
+    out = str(tmp_path_factory.mktemp("rom"))
+    build(out)
+    src = os.path.join(out, "probe.py")
+    with open(src, "w") as f:
+        f.write(PROBE)
+    subprocess.run([mpy_cross_exe(), "-o", os.path.join(out, "probe.mpy"), src], check=True,
+                   timeout=60)
+    path = os.path.join(out, "probe.romfs")
+    with open(path, "wb") as f:
+        f.write(romfs_image(out, [("probe.mpy", os.path.join(out, "probe.mpy"))]))
+    return out, path
+
+
+def _run(argv, env, cwd):
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_code_runs_from_the_mapped_image_and_costs_less_heap(image):
+    out, path = image
+    argv, env = rom_command(out, path, "probe", ["a", "b"], "64k")
+    res = _run(argv, env, boot_dir(out))
+    assert res.returncode == 0, res.stderr
+    rom = json.loads(res.stdout)
+    assert rom["file"] == "/rom/firmware/controller.mpy"
+    assert rom["path"][0] == "/rom" and out not in rom["path"]
+    assert rom["args"] == ["a", "b"]
+    # the same .mpy files imported from a folder: bytecode and strings copied into the heap
+    code = "import sys; sys.path[:0] = [{!r}]; import probe; probe.main([])".format(out)
+    res = _run([micropython_exe(), "-X", "heapsize=256k", "-c", code], None, ROOT)
+    assert res.returncode == 0, res.stderr
+    files = json.loads(res.stdout)
+    assert files["file"].startswith(out)
+    assert rom["cost"] < files["cost"] * 0.75, (rom["cost"], files["cost"])
+
+
+def test_no_partition_slot_is_a_clear_error(image):
+    out, path = image
+    argv, env = rom_command(out, path, "probe", [], "64k")
+    del env["MPEVSE_ROM"]
+    res = _run(argv, env, boot_dir(out))
+    assert res.returncode != 0
+    assert "MPEVSE_ROM is not in the environment" in res.stderr
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_slot_of_the_wrong_size_is_refused(image, delta):
+    out, path = image
+    argv, env = rom_command(out, path, "probe", [], "64k")
+    env["MPEVSE_ROM"] = "x" * (os.path.getsize(path) + delta)
+    res = _run(argv, env, boot_dir(out))
+    assert res.returncode != 0
+    assert "no slot of exactly {} bytes".format(os.path.getsize(path)) in res.stderr
