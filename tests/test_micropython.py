@@ -2,7 +2,7 @@
 128k heap, and every test file in tests/mp/ passes there too (pytest runs them on CPython).
 
 The firmware is loaded as the device loads it: constants folded and compiled by mpy-cross
-(host_sim.build), so the heap holds the code objects, not the compiler's working memory. The
+(tools.build), so the heap holds the code objects, not the compiler's working memory. The
 tests run in their folded form (the build writes them next to the image), because the image no
 longer defines the constants they name."""
 
@@ -35,7 +35,7 @@ def _mp_test_files():
 
 @pytest.fixture(scope="module")
 def mpy_dir(tmp_path_factory):
-    from host_sim.build import build
+    from tools.build import build
 
     out = str(tmp_path_factory.mktemp("mpy"))
     build(out)

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from host_sim.build import build, mpy_cross_exe, romfs_image
-from host_sim.runner import boot_dir, rom_command
+from host_sim.runner import boot_dir, build_for_micropython, rom_command
 from tests.mpy import ROOT, micropython_exe
+from tools.build import mpy_cross_exe, romfs_image
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def main(args):
 def image(tmp_path_factory):
     """The build plus a probe module, packed into one image."""
     out = str(tmp_path_factory.mktemp("rom"))
-    build(out)
+    build_for_micropython(out)
     src = os.path.join(out, "probe.py")
     with open(src, "w") as f:
         f.write(PROBE)

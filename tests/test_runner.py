@@ -288,12 +288,12 @@ def test_micropython_firmware_sees_only_the_build():
     """The unix port puts "" first on sys.path: run from the repo, `import firmware` would
     compile the sources in the heap instead of loading the .mpy image (it once did, silently).
     The firmware comes from the ROMFS image; only the launcher's folder is on MICROPYPATH."""
-    from host_sim.build import IMAGE, build
-    from host_sim.runner import boot_dir, firmware_command
+    from host_sim.runner import boot_dir, build_for_micropython, firmware_command
+    from tools.build import IMAGE
 
     ports = {"reader": "/dev/null", "meter": "/dev/null", "simio": "/dev/null"}
     build_dir = os.path.join(ROOT, "build", "mpy")
-    build(build_dir)
+    build_for_micropython(build_dir)
     argv, env = firmware_command("micropython", ports, "/tmp/flash", build_dir)
     assert env["MICROPYPATH"].split(":") == [boot_dir(build_dir), ".frozen"]
     assert argv[argv.index("-m") + 1:argv.index("-m") + 4] == [

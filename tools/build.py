@@ -12,9 +12,9 @@ linger in the build.
 The same tree, `firmware/` and `hal/` only, is then packed into one ROMFS image,
 `<out>/firmware.romfs` (mpremote's writer): what an ESP32 with a ROMFS partition is flashed with
 (`mpremote romfs deploy build/mpy/firmware.romfs`) and what the simulator's MicroPython runs,
-mapped outside the heap by `host_sim/romboot.py` (compiled to `<out>/boot/romboot.mpy`).
+mapped outside the heap by `host_sim/romboot.py`.
 
-    python -m host_sim.build [OUT_DIR]
+    python -m tools.build [OUT_DIR]
 """
 
 import glob
@@ -27,7 +27,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "build", "mpy")
 PACKAGES = ("firmware", "hal")
 IMAGE = "firmware.romfs"
-LAUNCHER = ("host_sim/romboot.py", "boot/romboot.mpy")
 
 
 class BuildError(Exception):
@@ -99,15 +98,13 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
         src = os.path.join(out_dir, ".src", rel)
         dst_rel = rel[:-3] + ".mpy"
         wanted.update((dst_rel, os.path.join(".src", rel)))
-        if _compile(exe, rel, src, os.path.join(out_dir, dst_rel), folded[rel], timeout_s):
+        dst = os.path.join(out_dir, dst_rel)
+        if _write_if_changed(src, folded[rel]) or not os.path.exists(dst) \
+                or os.path.getmtime(dst) < os.path.getmtime(src):
+            compile_file(rel, src, dst, exe, timeout_s)
             compiled.append(dst_rel)
-    src_rel, dst_rel = LAUNCHER
-    if _compile(exe, src_rel, os.path.join(out_dir, ".src", src_rel),
-                os.path.join(out_dir, dst_rel), _read(os.path.join(root, src_rel)), timeout_s):
-        compiled.append(dst_rel)
-    wanted.update((dst_rel, os.path.join(".src", src_rel)))
     removed = []  # whatever a deleted module or test left: compiled, folded source, test copy
-    for top in PACKAGES + (".src", "tests", "boot"):
+    for top in PACKAGES + (".src", "tests"):
         for folder, _dirs, files in os.walk(os.path.join(out_dir, top)):
             for name in files:
                 rel = os.path.relpath(os.path.join(folder, name), out_dir)
@@ -118,21 +115,17 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
     return compiled, removed
 
 
-def _compile(exe, rel, src, dst, text, timeout_s):
-    """Write `text` to `src` and compile it to `dst` unless both are up to date; -> compiled?"""
-    if not _write_if_changed(src, text) and os.path.exists(dst) \
-            and os.path.getmtime(dst) >= os.path.getmtime(src):
-        return False
+def compile_file(rel, src, dst, exe=None, timeout_s=60):
+    """mpy-cross `src` into `dst` (replaced only when the compile succeeded); `rel` is the name
+    tracebacks show (-s: the repo-relative path, not the build path)."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = dst + ".tmp"
-    # -s gives tracebacks the repo-relative name instead of the absolute build path.
-    res = subprocess.run([exe, "-s", rel, "-o", tmp, src], capture_output=True, text=True,
-                         timeout=timeout_s)
+    res = subprocess.run([exe or mpy_cross_exe(), "-s", rel, "-o", tmp, src],
+                         capture_output=True, text=True, timeout=timeout_s)
     if res.returncode != 0:
         _remove(tmp)
         raise BuildError("mpy-cross failed on {}: {}".format(rel, res.stderr.strip()))
     os.replace(tmp, dst)
-    return True
 
 
 def romfs_image(out_dir, extra=()):
