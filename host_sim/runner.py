@@ -37,6 +37,7 @@ INTERPRETERS = ("cpython", "micropython")
 # (README, "Memory"). MPEVSE_MP_HEAP overrides.
 MP_HEAP = "128k"
 READERS = ("pn532", "rdm6300")
+ROM_SLOT_MAX = 32 * 4096 - len("MPEVSE_ROM=") - 1  # MAX_ARG_STRLEN, less the name and the NUL
 METER_BAUD = 9600  # one SDM120 per EVSE on one bus, slave address = EVSE number
 
 
@@ -74,8 +75,13 @@ def rom_command(build_dir, image, module, args, heap, env=None):
     there (see FirmwareProcess; the unix port puts "" first on sys.path), so a module missing
     from the image fails loudly instead of being compiled from source in the heap. ".frozen"
     keeps the unix port's own frozen modules importable."""
+    size = os.path.getsize(image)
+    if size > ROM_SLOT_MAX:
+        raise RunnerError("{}: {} bytes, but one environment string holds at most {} (Linux "
+                          "MAX_ARG_STRLEN); the launcher needs a bigger slot".format(
+                              image, size, ROM_SLOT_MAX))
     inherited = os.environ if env is None else env
-    env = {"MPEVSE_ROM": "x" * os.path.getsize(image)}
+    env = {"MPEVSE_ROM": "x" * size}
     env.update((k, v) for k, v in inherited.items() if k != "MPEVSE_ROM")
     env["MICROPYPATH"] = boot_dir(build_dir) + ":.frozen"
     return [micropython_exe(), "-X", "heapsize=" + heap, "-m", "romboot", image, module] \

@@ -84,3 +84,20 @@ def test_a_slot_of_the_wrong_size_is_refused(image, delta):
     res = _run(argv, env, boot_dir(out))
     assert res.returncode != 0
     assert "no slot of exactly {} bytes".format(os.path.getsize(path)) in res.stderr
+
+
+def test_the_slot_limit_is_what_linux_passes_and_bigger_images_are_refused(tmp_path):
+    """One environment string holds at most MAX_ARG_STRLEN bytes: a slot of ROM_SLOT_MAX
+    placeholder bytes still starts a process, one more does not, and the runner refuses an
+    image that would need it with a message instead of an exec failure."""
+    from host_sim.runner import ROM_SLOT_MAX, RunnerError
+
+    exe = [micropython_exe(), "-c", "print(1)"]
+    ok = dict(os.environ, MPEVSE_ROM="x" * ROM_SLOT_MAX)
+    assert _run(exe, ok, ROOT).stdout == "1\n"
+    with pytest.raises(OSError):
+        _run(exe, dict(os.environ, MPEVSE_ROM="x" * (ROM_SLOT_MAX + 1)), ROOT)
+    big = tmp_path / "big.romfs"
+    big.write_bytes(bytes(ROM_SLOT_MAX + 1))
+    with pytest.raises(RunnerError, match="MAX_ARG_STRLEN"):
+        rom_command(str(tmp_path), str(big), "probe", [], "64k")

