@@ -7,12 +7,16 @@ the EV diode check) -- the peak detection that esp32-evse uses. Levels go throug
 divider into CP millivolts, are classified with hysteresis and must repeat in `debounce`
 consecutive polls before an event.
 
-Reaction time: a new level is reported after `debounce` measuring polls, i.e. at most
-debounce x max(interval_ms, the caller's loop period) + one burst (samples x ADC read time; a
-burst that straddles the change already shows the higher C->B level). With the defaults (3 polls,
-10 ms, 100 samples x 15..50 us per ESP32 read_uv -- an estimate, not measured here) C->B takes
-<= 35 ms plus loop jitter, well within the 100 ms IEC 61851-1 allows for opening the contactor.
-Back-to-back polls (interval 0) bring it down to samples x ADC time x debounce = 4.5..15 ms.
+Reaction time: a poll measures every `interval_ms` while the level is steady. Once a burst shows
+a new level, the confirming bursts follow `confirm_ms` apart instead, as long as they agree; a
+disagreeing burst drops back to the normal interval, so a persistently noisy line costs at most
+two bursts per interval. A new level is thus reported at most interval_ms + (debounce - 1) x
+max(confirm_ms, the caller's loop period) + debounce bursts (samples x ADC read time; a burst
+that straddles the change already shows the higher C->B level) after it appeared. With the
+defaults (3 polls, 10 ms / 2 ms, 100 samples x 15..50 us per ESP32 read_uv -- an estimate, not
+measured here) C->B takes <= 29 ms with a 2 ms loop, typically about half that: well within the
+100 ms IEC 61851-1 allows for opening the contactor, and the three agreeing bursts keep their
+glitch rejection.
 Facts: shared/reference/hardware.md §4.1 (levels), §4.5 (diode check), §4.6 (sampling).
 """
 
@@ -36,6 +40,7 @@ SAMPLES = const(100)
 TOP_N = const(2)  # at 96 % duty a 1.5 ms burst may catch only 2 clean low samples
 DEBOUNCE = const(3)
 INTERVAL_MS = const(10)
+CONFIRM_MS = const(2)  # spacing of the bursts that confirm a newly seen level
 PP_OPEN_OHMS = const(1000000)  # "no resistor": far above every PP band
 
 
@@ -97,7 +102,7 @@ class Pilot:
 
     def __init__(self, pwm, adc, divider=CP_DIVIDER, samples=SAMPLES, top=TOP_N,
                  debounce=DEBOUNCE, interval_ms=INTERVAL_MS, hysteresis_mv=HYSTERESIS_MV,
-                 duty=DUTY_OFF):
+                 duty=DUTY_OFF, confirm_ms=CONFIRM_MS):
         if samples < 2 * top or top < 1:
             raise ValueError("need samples >= 2*top >= 2")
         if debounce < 1:
@@ -109,6 +114,8 @@ class Pilot:
         self._top = top
         self._debounce = debounce
         self._interval = interval_ms
+        self._confirm = min(confirm_ms, interval_ms)
+        self._wait = interval_ms  # until the next burst: interval, or confirm while confirming
         self._hyst = hysteresis_mv
         self._last = None
         self._cand = None
@@ -154,13 +161,14 @@ class Pilot:
         self.low_mv = cp_mv_from_uv(lo // n, self._divider)
 
     def poll(self, now):
-        if self._last is not None and ticks_diff(now, self._last) < self._interval:
+        if self._last is not None and ticks_diff(now, self._last) < self._wait:
             return None
         self._last = now
         self.measure()
         high = self.high_mv
         low = self.low_mv
         state = classify(high, self._cand, self._hyst)
+        was_pending = self._cand != self._state
         if state == self._cand:
             self._count += 1
         else:
@@ -186,6 +194,10 @@ class Pilot:
             self._dcount = 1
         new_state = state if self._count >= self._debounce else self._state
         new_diode = diode if self._dcount >= self._debounce else self._diode
+        # confirm a new level quickly while the bursts agree: first sighting or an agreeing
+        # run; a burst that disagrees mid-confirmation waits the normal interval
+        confirming = state != new_state and (self._count > 1 or not was_pending)
+        self._wait = self._confirm if confirming else self._interval
         if new_state is None or new_state not in "BCD":
             new_diode = None
         if new_state == self._state and new_diode == self._diode:

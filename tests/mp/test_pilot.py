@@ -2,6 +2,7 @@
 
 from hal.iec61851 import PP_ERROR, duty_permille
 from hal.pilot import (
+    CONFIRM_MS,
     CP_DIVIDER,
     PP_OPEN_OHMS,
     Pilot,
@@ -187,8 +188,46 @@ def test_debounce_latency_bound_and_glitch_rejection():
                 break
         assert seen is not None and seen[1] == ("pilot", ("B", True))
         latency = seen[0] - t_change
-        assert latency <= debounce * max(interval, 1), (debounce, interval, latency)
+        # the first burst within an interval, then the confirming ones CONFIRM_MS apart
+        bound = interval + (debounce - 1) * max(min(CONFIRM_MS, interval), 1)
+        assert latency <= bound, (debounce, interval, latency)
         assert latency < 100
+
+
+def test_a_noisy_line_costs_at_most_two_bursts_per_interval():
+    """Fast confirmation only runs while the bursts agree: a line that flips between levels at
+    every burst is measured at most twice per interval, and never reported."""
+    pwm = FakePWM()
+    adc = WaveADC(6000, -12000, pwm=pwm)
+    p = Pilot(pwm, adc, duty=C16, debounce=3, interval_ms=10)
+    assert settle(p, polls=60, step=1)[-1] == ("pilot", ("C", True))
+    bursts = 0
+    levels = (9000, 3000)  # B, D: neither the reported C nor each other
+    for t in range(100, 200):
+        last = p._last
+        adc.high_mv = levels[bursts % 2]
+        assert p.poll(t) is None
+        if p._last != last:
+            bursts += 1
+    assert 10 <= bursts <= 20, bursts
+
+
+def test_a_new_level_is_confirmed_by_bursts_confirm_ms_apart():
+    pwm = FakePWM()
+    adc = WaveADC(6000, -12000, pwm=pwm)
+    p = Pilot(pwm, adc, duty=C16, debounce=3, interval_ms=10)
+    assert settle(p, polls=60, step=1)[-1] == ("pilot", ("C", True))
+    polled = []
+    adc.high_mv = 9000
+    for t in range(200, 240):
+        last = p._last
+        ev = p.poll(t)
+        if p._last != last:
+            polled.append(t)
+        if ev is not None:
+            break
+    assert ev == ("pilot", ("B", True))
+    assert polled[1] - polled[0] == CONFIRM_MS and polled[2] - polled[1] == CONFIRM_MS, polled
 
 
 def test_changing_duty_restarts_debounce():
