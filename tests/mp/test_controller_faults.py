@@ -2,15 +2,11 @@
 wall clock and tick wrap (runs on both interpreters; see test_controller_kit)."""
 
 
-from tests.mp.test_controller_kit import (  # noqa: F401
-    AUTHORIZED,
-    SID_1,
+from tests.mp.test_controller_kit import (
     UID_A,
     Rig,
     of,
     outbox,
-    reply,
-    sent,
 )
 
 

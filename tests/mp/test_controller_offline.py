@@ -1,11 +1,8 @@
 """Controller: request deadlines, offline policy, post-authorization, routing, stop requests
 (runs on both interpreters; see test_controller_kit)."""
 
-from hal.compat import MICROPYTHON  # noqa: F401
-from tests.mp.test_controller_kit import (  # noqa: F401
-    AUTHORIZED,
+from tests.mp.test_controller_kit import (
     SID_1,
-    T0,
     UID_A,
     UID_B,
     UID_C,

@@ -2,8 +2,7 @@
 (runs on both interpreters; see test_controller_kit)."""
 
 
-from tests.mp.test_controller_kit import (  # noqa: F401
-    AUTHORIZED,
+from tests.mp.test_controller_kit import (
     EVSE_IDS,
     SID_1,
     UID_B,

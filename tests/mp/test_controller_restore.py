@@ -1,19 +1,13 @@
 """Controller: progress notifications, restore at boot, late wall clock, tick wrap
 (runs on both interpreters; see test_controller_kit)."""
 
-from hal.compat import MICROPYTHON  # noqa: F401
-from tests.mp.test_controller_kit import (  # noqa: F401
-    AUTHORIZED,
-    SID_1,
+from hal.compat import MICROPYTHON
+from tests.mp.test_controller_kit import (
     T0,
     UID_A,
-    UID_B,
-    UID_C,
     Rig,
     of,
     outbox,
-    reply,
-    sent,
 )
 
 
