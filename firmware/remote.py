@@ -60,11 +60,10 @@ class Remote:
             i = self.evse_ids.index(evse_id)
         else:
             i = self._pick_evse()
-            if i is None:
-                i = 0 if all(not self.evses[j].available() for j in range(len(self.evses))) \
-                    else None
-                code = S.EVSE_OUT_OF_SERVICE if i is not None else S.EVSE_IN_USE
-                self._reply(out, rid, False, code, sid)
+            if i is None:  # none free: say why -- all out of service, or some in use
+                down = all(not e.available() for e in self.evses)
+                self._reply(out, rid, False, S.EVSE_OUT_OF_SERVICE if down else S.EVSE_IN_USE,
+                            sid)
                 return
         if not self.evses[i].available() or self._meter_blocks(i):
             self._reply(out, rid, False, S.EVSE_OUT_OF_SERVICE, sid)

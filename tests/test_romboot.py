@@ -11,7 +11,7 @@ import pytest
 
 from host_sim.runner import boot_dir, build_for_micropython, rom_command
 from tests.mpy import ROOT, micropython_exe
-from tools.build import mpy_cross_exe, romfs_image
+from tools.build import image_with
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +37,7 @@ def image(tmp_path_factory):
     src = os.path.join(out, "probe.py")
     with open(src, "w") as f:
         f.write(PROBE)
-    subprocess.run([mpy_cross_exe(), "-o", os.path.join(out, "probe.mpy"), src], check=True,
-                   timeout=60)
-    path = os.path.join(out, "probe.romfs")
-    with open(path, "wb") as f:
-        f.write(romfs_image(out, [("probe.mpy", os.path.join(out, "probe.mpy"))]))
-    return out, path
+    return out, image_with(out, "probe", src)
 
 
 def _run(argv, env, cwd):

