@@ -15,7 +15,6 @@ import sys
 import time
 
 from firmware import events as E
-from firmware.authlists import LocalList
 from firmware.controller import Controller
 from firmware.ids import new_session_id
 from firmware.store import Outbox, OutboxFull
@@ -79,14 +78,13 @@ class Shell:
         data = store.get("locallist")
         if data is None:
             data = store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
-        if data is not None:
-            try:
-                lst = LocalList.from_json(data)
-            except ValueError as e:
-                self.out("error", kind="local_list", message=str(e))
-            else:
-                self.feed(E.EV_LOCAL_LIST, 0,
-                          {"full": True, "version": lst.version, "uids": lst.uids()}, now)
+        if isinstance(data, dict) and "version" in data and "uids" in data:
+            # the core validates it (an error action names what is wrong) and persists it
+            self.feed(E.EV_LOCAL_LIST, 0,
+                      {"full": True, "version": data["version"], "uids": data["uids"]}, now)
+        elif data is not None:
+            self.out("error", kind="local_list",
+                     message="local list: must be an object with 'version' and 'uids'")
         for key in store.keys("session."):
             try:
                 evse = int(key.split(".")[1])
