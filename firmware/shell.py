@@ -112,6 +112,10 @@ class Shell:
         for i in range(len(b.contactors)):
             ev = b.contactors[i].poll(now)
             if ev is not None:
+                if ev[1] is not None:  # confirmed, but after the settle window: a warning
+                    out("error", evse=i + 1, kind="contactor_slow", message="contactor {} after "
+                        "{} ms, later than its settle window: slow or worn contacts".format(
+                            "released" if ev[0] == "open" else "closed", ev[1]))
                 out("mirror", evse=i + 1, state=ev[0])
                 self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
         ev = None if b.reader is None else b.reader.poll(now)  # reader type "none"
