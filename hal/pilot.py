@@ -17,6 +17,17 @@ defaults (3 polls, 10 ms / 2 ms, 100 samples x 15..50 us per ESP32 read_uv -- an
 measured here) C->B takes <= 29 ms with a 2 ms loop, typically about half that: well within the
 100 ms IEC 61851-1 allows for opening the contactor, and the three agreeing bursts keep their
 glitch rejection.
+
+What the driver itself drives is not news about the EV. At DUTY_F (steady -12 V, "EVSE not
+available") the EV's diode blocks (§4.1: the EV loads only the positive half), so the line shows
+the generator, not the EV: a measured F is our own doing, and a level no -12 V generator can make
+(a positive plateau: a stuck output stage) would be read by the core as an EV state it is not.
+So while the duty is DUTY_F the driver takes no burst and reports nothing; when the duty leaves
+DUTY_F the debounce starts afresh and the first agreeing bursts are reported if they differ from
+the last report (a generator stuck high then shows as whatever its level reads). At DUTY_OFF
+(steady +12 V) every level is real: the EV's resistor loads +12 V to B1/C1/D1, A1 is no EV, E a
+short, and an F there is a real fault (a -12 V line we do not drive); only the diode cannot be
+seen (None).
 Facts: shared/reference/hardware.md §4.1 (levels), §4.5 (diode check), §4.6 (sampling).
 """
 
@@ -97,6 +108,7 @@ class Pilot:
 
     diode_ok is True/False with PWM on in B/C/D, None otherwise (steady +-12 V cannot show the
     diode, and A/E/F have none to check) -- None is falsy, so "close only if diode_ok" is safe.
+    While the duty is DUTY_F (our own steady -12 V) poll reports nothing (module docstring).
     """
 
 
@@ -161,6 +173,9 @@ class Pilot:
         self.low_mv = cp_mv_from_uv(lo // n, self._divider)
 
     def poll(self, now):
+        """None, or ("pilot", (state, diode_ok)) when either changed; nothing at DUTY_F."""
+        if self.duty == DUTY_F:
+            return None  # our own -12 V: nothing to learn about the EV (module docstring)
         if self._last is not None and ticks_diff(now, self._last) < self._wait:
             return None
         self._last = now

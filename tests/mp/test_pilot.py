@@ -1,6 +1,6 @@
 """Pilot and proximity drivers against synthesised ADC bursts (levels: hardware.md §4.1, §4.3)."""
 
-from hal.iec61851 import PP_ERROR, duty_permille
+from hal.iec61851 import DUTY_F, DUTY_OFF, PP_ERROR, duty_permille
 from hal.pilot import (
     CONFIRM_MS,
     CP_DIVIDER,
@@ -101,8 +101,12 @@ CASES = (  # (high, low, duty, expected (state, diode_ok))
     (3000, -3000, C16, ("D", False)),
     (0, 0, 1000, ("E", None)),
     (0, 0, C16, ("E", None)),
-    (-12000, -12000, 0, ("F", None)),
-    (-12000, -12000, 1000, ("F", None)),  # generator stuck at -12 V
+    (-12000, -12000, 1000, ("F", None)),  # generator stuck at -12 V while we drive +12 V
+    # driving F (steady -12 V) ourselves: no burst, no report, whatever the line shows
+    (-12000, -12000, DUTY_F, None),
+    (12000, 12000, DUTY_F, None),  # a positive plateau: a stuck generator, not the EV's state
+    (9000, -12000, DUTY_F, None),
+    (0, 0, DUTY_F, None),
 )
 
 
@@ -115,8 +119,9 @@ def test_every_state_with_and_without_pwm_and_noise():
                               edge_us=3)
                 p = Pilot(pwm, adc, duty=duty)
                 events = settle(p)
-                assert events == [("pilot", want)], (noise, dt, high, low, duty, events)
-                assert adc.reads == 100 * 10
+                assert events == ([] if want is None else [("pilot", want)]), (
+                    noise, dt, high, low, duty, events)
+                assert adc.reads == (0 if duty == DUTY_F else 100 * 10)
 
 
 def test_duty_is_written_as_u16_and_validated():
@@ -238,6 +243,54 @@ def test_changing_duty_restarts_debounce():
     p.set_duty(C16)
     assert p.poll(10) is None and p.poll(11) is None
     assert p.poll(12) == ("pilot", ("B", True))
+
+
+def test_our_own_f_is_never_reported_and_leaving_it_measures_afresh():
+    # issue 9: out of service, the core drives F; the driver must not report that F back as the
+    # EV's state (the core would take it for a pilot fault)
+    pwm = FakePWM()
+    adc = WaveADC(9000, -12000, pwm=pwm)
+    p = Pilot(pwm, adc, duty=C16, debounce=3, interval_ms=0)
+    assert settle(p, polls=5, step=1) == [("pilot", ("B", True))]
+    p.set_duty(DUTY_F)
+    reads = adc.reads
+    for high in (-12000, 12000, 6000, 0):  # what the line may show while we drive -12 V
+        adc.high_mv = high
+        assert settle(p, polls=20, t0=100, step=1) == []
+    assert adc.reads == reads and p.state == ("B", True)
+    # back to steady +12 V with the EV still in B: three fresh bursts, then B1 (no diode)
+    adc.high_mv = 9000
+    p.set_duty(DUTY_OFF)
+    assert p.poll(200) is None and p.poll(201) is None
+    assert p.poll(202) == ("pilot", ("B", None))
+    # F again, the EV leaves meanwhile; leaving F shows A after the debounce
+    p.set_duty(DUTY_F)
+    adc.high_mv = adc.low_mv = 12000
+    assert settle(p, polls=10, t0=300, step=1) == []
+    p.set_duty(DUTY_OFF)
+    assert settle(p, polls=3, t0=400, step=1) == [("pilot", ("A", None))]
+
+
+def test_leaving_f_to_the_level_last_reported_reports_nothing():
+    pwm = FakePWM()
+    adc = WaveADC(9000, 9000, pwm=pwm)
+    p = Pilot(pwm, adc, duty=DUTY_OFF, debounce=3, interval_ms=0)
+    assert settle(p, polls=5, step=1) == [("pilot", ("B", None))]
+    p.set_duty(DUTY_F)
+    assert settle(p, polls=5, t0=100, step=1) == []
+    p.set_duty(DUTY_OFF)
+    assert settle(p, polls=10, t0=200, step=1) == []  # the core already knows B1
+    assert adc.reads == 100 * (5 + 10)
+
+
+def test_steady_plus_12_v_reports_every_level_including_f():
+    # DUTY_OFF drives +12 V: A1/B1/C1/D1 are the EV's resistor, E a short, F a line at -12 V
+    # that we do not drive (a real fault): all reported, diode None
+    for high, want in ((12000, "A"), (9000, "B"), (6000, "C"), (3000, "D"), (0, "E"),
+                       (-12000, "F")):
+        pwm = FakePWM()
+        p = Pilot(pwm, WaveADC(high, high, pwm=pwm), duty=DUTY_OFF, interval_ms=0)
+        assert settle(p, polls=5, step=1) == [("pilot", (want, None))], (high, want)
 
 
 def test_measure_reports_plateaus():
