@@ -321,7 +321,7 @@ def test_late_is_not_fooled_by_a_stamp_a_tick_period_old():
     c = Contactor(coil, mirror, settle_ms=S, debounce_ms=D, confirm_ms=C)
     assert c.poll(0) is None and c.poll(S) == ("open", None)
     t = S
-    for k in range(7):  # 7/8 of 2**30 ms in all, polled every 1/8 (as a loop would, in step)
+    for _ in range(7):  # 7/8 of 2**30 ms in all, polled every 1/8 (as a loop would, in step)
         t = ticks_add(t, 1 << 27)
         assert c.poll(t) is None
     c.set(True, t)
