@@ -31,14 +31,25 @@ Q_STOP = 2  # may this token stop that session?
 class Cards:
     # -- cards --------------------------------------------------------------------------
     def _on_card(self, data, now, out):
-        if self._card:
+        """A card entered the field. One held card is one presentation: while it is there
+        nothing else counts, and the same card back within `card_guard_ms` after it left
+        (a field drop-out, a bogus frame between good ones) is still the same presentation.
+        An identifier that no real card has (all bytes 00 or FF) is not a card."""
+        if self._card is not None:
             return  # still the same card in the field
         try:
             uid = normalize_uid(data)
         except IdError as e:
             self._error(out, 0, E.ERR_BAD_UID, str(e))
             return
-        self._card = True
+        if not uid.strip("0") or not uid.strip("F"):
+            self._error(out, 0, E.ERR_BAD_UID, "UID {}: no real card has it".format(uid))
+            return
+        self._card = uid
+        g = self._gone
+        if g is not None and g[0] == uid \
+                and ticks_diff(now, g[1]) < self._cfg.get("card_guard_ms", 2000):
+            return
         for i, s in enumerate(self.sessions):
             if s is not None and s.may_stop(uid):
                 self._stop(i, E.R_LOCAL, now, out)
@@ -46,7 +57,7 @@ class Cards:
         for r in self._requests.values():
             if r[2] == uid and r[0] == Q_START:
                 return  # already being asked about
-        i = self._pick_evse()
+        i = self._pick_evse(now)
         if i is not None:
             self._authorize(i, uid, now, out)
             return
@@ -61,7 +72,9 @@ class Cards:
             self._show(out, 0, uid, S.DISPLAY_CARD_INVALID, S.EVSE_IN_USE)
 
     def _on_card_gone(self, data, now, out):
-        self._card = False
+        if self._card is not None:
+            self._gone = (self._card, now)
+        self._card = None
 
     def _on_reader(self, data, now, out):
         if data not in ("ok", "failed"):
@@ -77,16 +90,46 @@ class Cards:
                 and self.sessions[i] is None and self._pending[i] is None
                 and not self._meter_blocks(i))
 
-    def _pick_evse(self):
-        """A plugged, unauthorized EV first, else the first free EVSE."""
-        free = None
+    def _pick_evse(self, now):
+        """Where a tap (or a remote start without EvseID) goes: the newest plug-in that is
+        younger than the connection time-out, else an older plug-in, else the first free
+        EVSE -- whose authorization then floats: the first outlet that gets a plug-in before
+        the connection time-out takes it (`_claim_floating`). None if no EVSE can start."""
+        best = None
+        rank = None
         for i, ev in enumerate(self.evses):
-            if self._can_start(i):
-                if ev.plugged():
-                    return i
-                if free is None:
-                    free = i
-        return free
+            if not self._can_start(i):
+                continue
+            if ev.plugged():
+                age = 1 << 40 if ev.plugged_at is None else ticks_diff(now, ev.plugged_at)
+                r = age if age < ev.conn_ms else age + (1 << 41)  # stale: after every fresh one
+            else:
+                r = 1 << 42  # free: after every plug-in
+            if rank is None or r < rank:
+                best, rank = i, r
+        return best
+
+    def _claim_floating(self, j, now, out):
+        """EVSE j just got a plug-in and has no session: take a session authorized before any
+        plug-in on another, still unplugged EVSE (one reader, several outlets). The session
+        moves with its ids; its records now name EVSE j's EvseID."""
+        if not self._can_start(j):
+            return
+        for i, s in enumerate(self.sessions):
+            if s is not None and s.floating and i != j and not s.charged() \
+                    and not self.evses[i].plugged() and self.evses[i].phase != P_IDLE:
+                self.sessions[i] = None
+                self.evses[i].stop(None, now, out)  # no session there now: nothing to end
+                self._persist(i, out)
+                if s.req is not None and s.req in self._requests:
+                    r = self._requests[s.req]
+                    self._requests[s.req] = (r[0], j, r[2], r[3], r[4])
+                s.evse_id = self.evse_ids[j]
+                s.floating = False
+                self.sessions[j] = s
+                self._persist(j, out)
+                self._happen(j, self.evses[j].authorize(now, out), now, out)
+                return
 
     def _authorize(self, i, uid, now, out):
         if self.local_list.contains(uid):
@@ -125,7 +168,8 @@ class Cards:
             if ask_now:
                 self._post_authorize(i, now, out)
 
-    def _accept(self, i, uid, ident, source, session_id, now, out, provider=None):
+    def _accept(self, i, uid, ident, source, session_id, now, out, provider=None,
+                floating=True):
         if not self._can_start(i):
             self._show(out, i + 1, uid, S.DISPLAY_BACKEND_ERROR, S.EVSE_OUT_OF_SERVICE)
             return None
@@ -135,12 +179,20 @@ class Cards:
         s.provider_id = provider
         s.ss_t = now
         s.session_start = self._wall(now)
+        s.floating = floating and not self.evses[i].plugged()
         self.sessions[i] = s
         if uid is not None:
             self._show(out, i + 1, uid, S.DISPLAY_ACCEPTED, S.SUCCESS)
         out.append((E.A_SESSION_START, i + 1, s.session_id))
         self._persist(i, out)
         self._happen(i, self.evses[i].authorize(now, out), now, out)
+        if s.floating:  # an answer that came after an EV was plugged in elsewhere
+            for j, ev in enumerate(self.evses):
+                if ev.plugged() and ev.plugged_at is not None \
+                        and ticks_diff(now, ev.plugged_at) < ev.conn_ms:
+                    self._claim_floating(j, now, out)
+                    if not s.floating:
+                        break
         return s
 
     def _window(self, uid, now):

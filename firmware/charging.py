@@ -5,9 +5,19 @@ returns a bit set of happenings (H_*) that the controller turns into session rec
 contactor and PWM are *level-triggered*: after every input `_settle` recomputes what they must
 be from the facts, so no sequence of inputs can leave the contactor closed when it may not be:
 
-    close  iff  authorized AND pilot C/D AND diode seen OK since PWM went on AND no fault
+    close  iff  authorized AND pilot drawing AND diode seen OK since PWM went on AND no fault
                 AND not out of service AND PWM on AND mirror confirmed open
-    hold   iff  (authorized OR stopping) AND pilot C/D AND no fault AND not out of service
+    hold   iff  (authorized OR stopping) AND pilot drawing AND no fault AND not out of service
+    offer  iff  authorized AND pilot B/C/D AND NOT (pilot D AND site not ventilated) AND no fault
+
+"Drawing" is state C, and D only where the configuration says the site is ventilated
+(`ventilation`): IEC 61851-1 state D asks for ventilation, which a charger without ventilation
+control must not energise (hardware.md §4.1). D there is reported (error `ventilation` and a
+driver display) and the EV charges once it asks in C.
+
+A socket outlet whose cable shows no PP resistor (PP reads "no cable" while the pilot sees an
+EV, PP_SETTLE_MS after the plug-in) offers no current: that is the fault F_NO_PP, reported
+(error `cable`, driver display, OutOfService) and cleared by a valid PP reading or an unplug.
 
 Phase transitions (everything else leaves the phase alone):
 
@@ -35,6 +45,7 @@ F_PILOT = 1  # pilot E or F
 F_DIODE = 2  # no -12 V half with PWM on
 F_STUCK = 4  # contactor commanded closed but stays open
 F_PP = 8  # PP coding error on a socket
+F_NO_PP = 16  # socket, EV on the pilot, but PP shows no cable: the PP resistor is missing
 
 # happenings returned to the controller
 H_CLOSED = 1
@@ -47,6 +58,9 @@ H_FAULT = 32  # a new fault (or out of service) in this step
 DIODE_SETTLE_MS = 500  # "diode not seen" right after PWM-on may be stale: a fault only after
 # PWM ran this long, or at once if the diode had already been seen with this PWM
 R_CONNECTION_TIMEOUT = "ConnectionTimeout"
+# PP is sampled every 500 ms by the shell (and fed on change): a missing resistor is judged
+# this long after the pilot showed the plug-in, so a reading that is merely late is not a fault
+PP_SETTLE_MS = 1200
 
 STATE_IDLE = "idle"
 STATE_PLUGGED = "plugged"
@@ -58,7 +72,6 @@ STATE_FAULT = "fault"
 STATE_OUT_OF_SERVICE = "out_of_service"
 
 _PLUGGED = "BCD"
-_DRAWING = "CD"
 
 
 def earlier(a, b):
@@ -71,12 +84,15 @@ def earlier(a, b):
 
 
 class Evse:
-    def __init__(self, n, max_a, socket, grace_ms, conn_ms):
+    def __init__(self, n, max_a, socket, grace_ms, conn_ms, ventilated=False):
         self.n = n
         self.max_a = max_a
         self.socket = socket
         self.grace_ms = grace_ms
         self.conn_ms = conn_ms
+        self.drawing = "CD" if ventilated else "C"  # pilot states that may be energised
+        self.plugged_at = None  # ticks of the last plug-in (pilot A -> B/C/D), None if unplugged
+        self.pp_due = None  # judge a missing PP resistor then
         self.pilot = "A"
         self.diode = False  # diode seen OK since PWM last went on
         self.pp = 0
@@ -119,13 +135,21 @@ class Evse:
         if st in _PLUGGED and prev not in _PLUGGED:
             h |= H_PLUGGED
             self.conn_due = None
+            self.plugged_at = now
+            if self.socket:
+                self.pp_due = ticks_add(now, PP_SETTLE_MS)
         elif st == "A" and prev != "A":
             if prev in _PLUGGED:
                 h |= H_UNPLUGGED
-            self.faults &= F_PP
+            self.faults &= F_PP  # a PP coding error lasts until PP reads valid
+            self.plugged_at = self.pp_due = None
             if self.phase == P_AUTHORIZED and prev in _PLUGGED:
                 h |= self._to_idle(E.R_EV_DISCONNECTED)
-        if self.phase == P_STOPPING and st not in _DRAWING:
+        if st == "D" and prev != "D" and "D" not in self.drawing:
+            out.append((E.A_ERROR, self.n, (E.ERR_VENTILATION, "EV asks for ventilation (state "
+                                            "D); this site is not ventilated: no energy in D")))
+            out.append((E.A_DISPLAY, self.n, E.DISPLAY_VENTILATION))
+        if self.phase == P_STOPPING and st not in self.drawing:
             h |= self._to_idle(None)
         return self._settle(now, out, h)
 
@@ -136,7 +160,10 @@ class Evse:
                 h = self._fault(F_PP, "PP coding error", out)
         else:
             self.pp = amps
-            self.faults &= ~F_PP
+            if amps:
+                self.faults &= ~(F_PP | F_NO_PP)
+            elif self.pp_due is None:
+                h = self._no_pp(out)
         return self._settle(now, out, h)
 
     def on_contactor(self, s, now, out):
@@ -187,6 +214,9 @@ class Evse:
             self.grace_due = None
             if self.phase == P_STOPPING:
                 h |= self._to_idle(None)
+        if self.pp_due is not None and ticks_diff(now, self.pp_due) >= 0:
+            self.pp_due = None
+            h |= self._no_pp(out)
         if self.diode_due is not None and ticks_diff(now, self.diode_due) >= 0:
             # the pilot driver reports changes only: an EV whose diode never shows must fault
             # here, not on a next pilot change that may never come
@@ -199,8 +229,8 @@ class Evse:
 
     def next_deadline(self):
         # pairwise, no tuple: the shell asks on every 2 ms loop pass
-        return earlier(earlier(self.conn_due, self.grace_due),
-                       earlier(self.pwm_due, self.diode_due))
+        return earlier(earlier(earlier(self.conn_due, self.grace_due),
+                               earlier(self.pwm_due, self.diode_due)), self.pp_due)
 
     # -- queries ------------------------------------------------------------------------
     def available(self):
@@ -228,14 +258,24 @@ class Evse:
         self.grace_due = None
         return H_STOPPED
 
+    def _no_pp(self, out):
+        """Socket, EV on the pilot, PP settled at "no cable": the PP resistor is missing."""
+        if self.socket and self.pp == 0 and self.pilot in _PLUGGED:
+            return self._fault(F_NO_PP, "cable without PP resistor: no current offered", out)
+        return 0
+
     def _fault(self, bit, text, out):
         new = not (self.faults & bit)
         self.faults |= bit
         if not new:
             return 0
         self.fault_text = text
-        out.append((E.A_ERROR, self.n, (E.ERR_STUCK_OPEN if bit == F_STUCK else E.ERR_PILOT,
-                                        text)))
+        if bit & (F_PP | F_NO_PP):
+            out.append((E.A_ERROR, self.n, (E.ERR_CABLE, text)))
+            out.append((E.A_DISPLAY, self.n, E.DISPLAY_CABLE))
+        else:
+            out.append((E.A_ERROR, self.n, (E.ERR_STUCK_OPEN if bit == F_STUCK else E.ERR_PILOT,
+                                            text)))
         return H_FAULT | self._to_idle(E.R_FAULT)
 
     def _out_of_service(self, text, out):
@@ -255,12 +295,13 @@ class Evse:
     def _want_duty(self):
         if self.oos:
             return DUTY_F
-        if self.phase == P_AUTHORIZED and self.pilot in _PLUGGED and not self.faults:
+        if self.phase == P_AUTHORIZED and self.pilot in _PLUGGED and not self.faults \
+                and (self.pilot != "D" or "D" in self.drawing):
             return duty_permille(self.limit_a())
         return DUTY_OFF
 
     def _settle(self, now, out, h):
-        ok = not self.faults and not self.oos and self.pilot in _DRAWING
+        ok = not self.faults and not self.oos and self.pilot in self.drawing
         if self.closed and not (ok and self.phase != P_IDLE):
             self._contactor(False, out)
             h |= H_OPENED

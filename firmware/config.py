@@ -39,6 +39,14 @@ DEFAULTS = {
     "progress_interval_s": 900,
     "stop_grace_s": 6,
     "mains_voltage_v": 230,
+    # IEC 61851-1 state D (EV asks for ventilation): energise only where the site is ventilated
+    "ventilation": False,
+    # after a card leaves the field, the same card within this time is the same presentation
+    # (a brief field drop-out must not read as a second tap that stops the session)
+    "card_guard_ms": 2000,
+    # hal.contactor: verdict window after a command, and how long after a release the mirror
+    # may still show "closed" before the contactor is declared welded (late = a warning)
+    "contactor": {"settle_ms": 250, "weld_confirm_ms": 1000},
     "reader": {"type": "pn532", "uart": 1, "tx": None, "rx": None, "baud": None},
     "meter": {"type": "modbus", "model": "sdm630", "uart": 2, "baud": 9600, "addresses": None,
               "de_pin": None, "s0_pins": None, "pulses_per_kwh": 1000},
@@ -233,6 +241,13 @@ def load(source):
     _int("progress_interval_s", cfg["progress_interval_s"], 300, 86400)
     _int("stop_grace_s", cfg["stop_grace_s"], 1, 6)
     _int("mains_voltage_v", cfg["mains_voltage_v"], 100, 300)
+    if not isinstance(cfg["ventilation"], bool):
+        raise ConfigError("ventilation", "must be true or false, got {!r}".format(
+            cfg["ventilation"]))
+    _int("card_guard_ms", cfg["card_guard_ms"], 0, 10000)
+    ct = cfg["contactor"] = _obj("contactor", cfg["contactor"], DEFAULTS["contactor"])
+    _int("contactor.settle_ms", ct["settle_ms"], 20, 2000)
+    _int("contactor.weld_confirm_ms", ct["weld_confirm_ms"], ct["settle_ms"], 10000)
     cfg["reader"] = _reader(cfg["reader"])
     cfg["meter"] = _meter(cfg["meter"], n)
     cfg["pins"] = _pins(cfg["pins"], n)

@@ -27,6 +27,7 @@ from firmware.charging import (
     H_CLOSED,
     H_FAULT,
     H_OPENED,
+    H_PLUGGED,
     H_STOPPED,
     P_IDLE,
     R_CONNECTION_TIMEOUT,
@@ -35,7 +36,7 @@ from firmware.charging import (
 )
 from firmware.remote import Remote
 from firmware.session import kwh
-from firmware.timefmt import MAX_EPOCH_S
+from firmware.timefmt import CLOCK_FLOOR_S, MAX_EPOCH_S
 from hal.compat import ticks_add, ticks_diff
 
 
@@ -52,8 +53,9 @@ class Controller(Cards, Remote):
         grace = config["stop_grace_s"] * 1000
         conn = config["connection_timeout_s"] * 1000
         evses = config["evses"]
-        self.evses = [Evse(i + 1, e["max_current_a"], e["cable"] == "socket", grace, conn)
-                      for i, e in enumerate(evses)]
+        vent = config.get("ventilation", False)
+        self.evses = [Evse(i + 1, e["max_current_a"], e["cable"] == "socket", grace, conn,
+                           vent) for i, e in enumerate(evses)]
         self.evse_ids = [e["evse_id"] for e in evses]
         n = len(evses)
         self.sessions = [None] * n
@@ -66,7 +68,8 @@ class Controller(Cards, Remote):
         c = config["auth_cache"]
         self.cache = AuthCache(c["size"], c["ttl_s"] * 1000)
         self.online = False
-        self._card = False  # a card is in the reader field (debounce)
+        self._card = None  # UID of the card in the reader field (one presentation)
+        self._gone = None  # (uid, ticks) of the card that last left the field
         self.reader_ok = True
         self._requests = {}  # id -> (kind, evse index, uid, deadline or None, local id)
         self._windows = []  # remote-start RFID windows: [token, expiry, session_id, reusable]
@@ -194,6 +197,10 @@ class Controller(Cards, Remote):
         if not _is_int(data) or not 0 <= data < MAX_EPOCH_S:
             self._error(out, 0, E.ERR_BAD_EVENT, "time: need epoch seconds, 1970..2099")
             return
+        if data < CLOCK_FLOOR_S:  # an RTC restarted at the epoch: no date is better than 1970
+            self._error(out, 0, E.ERR_CLOCK, "clock {} is before this firmware was built: "
+                        "kept unknown".format(data))
+            return
         first = self._clock is None
         self._clock = (now, data)
         if first:
@@ -210,6 +217,8 @@ class Controller(Cards, Remote):
             return
         s = self.sessions[i]
         if s is None:
+            if h & H_PLUGGED:
+                self._claim_floating(i, now, out)
             return
         if h & H_CLOSED and not s.charged():
             s.cs_t = now
@@ -287,19 +296,29 @@ class Controller(Cards, Remote):
         self._happen(i, self.evses[i].on_contactor(data, now, out), now, out)
 
     def _on_meter(self, i, data, now, out):
+        """A register reading (Wh). A register that falls back (meter swapped or reset) is
+        re-based: the running session goes on counting from the new value, its record keeps
+        the energy before the drop (MeterValueEnd = new register + what was counted before,
+        so ConsumedEnergy = End - Start holds) and is flagged MeteringCheck Failed; one error
+        per drop; later sessions measure from the new register as usual."""
         if not _is_int(data) or data < 0:
             self._error(out, i + 1, E.ERR_METER, "meter: need energy as int Wh >= 0")
             return
         last = self._meter[i]
-        if last is not None and data < last:
-            self._error(out, i + 1, E.ERR_METER, "meter went backwards: {} < {}".format(data, last))
-            return
         self._meter[i] = data
         s = self.sessions[i]
-        if s is not None and s.charged():
+        if last is not None and data < last:
+            self._error(out, i + 1, E.ERR_METER, "meter register fell back from {} to {} Wh: "
+                        "re-based".format(last, data))
+            if s is not None and s.charged() and s.meter_start is not None:
+                s.meter_offset += last - data
+                s.meter_fault = True
+                s.meter_end = data + s.meter_offset
+                self._persist(i, out)
+        elif s is not None and s.charged():
             if s.meter_start is None:
                 s.meter_start = data
-            s.meter_end = data
+            s.meter_end = data + s.meter_offset
         if self._restored[i] is not None:
             self._close_restored(i, data, now, out)
 

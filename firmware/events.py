@@ -57,6 +57,7 @@ state        evse  internal state name (STATE_* in firmware.charging)
 status       evse  OICP EvseStatus: "Available"|"Occupied"|"Reserved"|"OutOfService"
 session_start evse session id
 session_end  evse  {"session_id", "energy_kwh", "reason"}
+display      evse  what the driver is shown besides an authorization answer: DISPLAY_* below
 reply        0     answer to remote_start/remote_stop (an eRoamingAcknowledgement):
                    {"id", "Result", "StatusCode": {"Code", "Description"}, "SessionID"?}
 error        evse  (kind, message): observable problem (ERR_* below); state was left unchanged
@@ -101,11 +102,16 @@ A_SESSION_START = "session_start"
 A_SESSION_END = "session_end"
 A_REPLY = "reply"
 A_ERROR = "error"
+A_DISPLAY = "display"
 
 ACTION_KINDS = (
     A_CONTACTOR, A_PWM, A_SEND, A_OUTBOX, A_PERSIST, A_AUTH, A_STATE, A_STATUS,
-    A_SESSION_START, A_SESSION_END, A_REPLY, A_ERROR,
+    A_SESSION_START, A_SESSION_END, A_REPLY, A_ERROR, A_DISPLAY,
 )
+
+# -- driver display messages (A_DISPLAY data) ---------------------------------------------
+DISPLAY_VENTILATION = "ventilation_required"  # EV in state D, site not ventilated
+DISPLAY_CABLE = "cable_fault"  # PP coding error or no PP resistor on a socket cable
 
 # -- contactor mirror states (EV_CONTACTOR data) ------------------------------------------
 CONTACTOR_OPEN = "open"
@@ -137,6 +143,9 @@ ERR_METER = "meter"
 ERR_PILOT = "pilot"  # E/F or diode failure
 ERR_READER = "reader"
 ERR_RESTORE = "restore"
+ERR_VENTILATION = "ventilation"  # EV asks for ventilation (D), the site is not ventilated
+ERR_CABLE = "cable"  # PP coding error or missing PP resistor
+ERR_CLOCK = "clock"  # an implausible wall clock (before the firmware's build), kept unknown
 
 # -- session end reasons (A_SESSION_END data["reason"]) ----------------------------------
 R_LOCAL = "Local"  # card tap at the charge point

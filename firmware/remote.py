@@ -59,7 +59,7 @@ class Remote:
                 return
             i = self.evse_ids.index(evse_id)
         else:
-            i = self._pick_evse()
+            i = self._pick_evse(now)
             if i is None:  # none free: say why -- all out of service, or some in use
                 down = all(not e.available() for e in self.evses)
                 self._reply(out, rid, False, S.EVSE_OUT_OF_SERVICE if down else S.EVSE_IN_USE,
@@ -72,7 +72,7 @@ class Remote:
             self._reply(out, rid, False, S.EVSE_IN_USE, sid)
             return
         provider = cmd.get("ProviderID") if isinstance(cmd.get("ProviderID"), str) else None
-        s = self._accept(i, None, ident, "remote", sid, now, out, provider)
+        s = self._accept(i, None, ident, "remote", sid, now, out, provider, evse_id is None)
         self._reply(out, rid, True, S.SUCCESS, sid)
         rfid = ident.get("RFIDMifareFamilyIdentification")
         if s is not None and isinstance(rfid, dict) and isinstance(rfid.get("UID"), str):
@@ -140,6 +140,8 @@ class Remote:
         the persisted last value if the meter is down or went backwards); one CDR."""
         s = self._restored[i][0]
         self._restored[i] = None
+        if wh is not None:
+            wh += s.meter_offset  # the session's register was re-based before the cut
         if wh is not None and (s.meter_start is None or wh >= s.meter_start):
             s.meter_end = wh
             if s.meter_start is None:

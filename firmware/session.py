@@ -29,7 +29,8 @@ _FIELDS = (("lid", "local_id"), ("sid", "session_id"), ("evse_id", "evse_id"),
            ("ident", "ident"), ("uid", "uid"), ("src", "source"), ("pid", "provider_id"),
            ("stop", "stop_ids"), ("ss", "session_start"), ("cs", "charging_start"),
            ("ce", "charging_end"), ("ms", "meter_start"), ("me", "meter_end"),
-           ("mb", "meter_between"), ("mf", "meter_fault"), ("pa", "post_auth"))
+           ("mb", "meter_between"), ("mf", "meter_fault"), ("pa", "post_auth"),
+           ("mo", "meter_offset"))
 
 
 def kwh(wh):
@@ -75,11 +76,13 @@ class Session:
         self.meter_end = None
         self.meter_between = None
         self.meter_fault = False
+        self.meter_offset = 0  # Wh counted before the register fell back (re-based)
         self.post_auth = PA_NONE
         self.ss_t = self.cs_t = self.ce_t = None
         self.next_progress = None
         self.progress_n = 0
         self.req = None  # id of an outstanding uplink request for this session
+        self.floating = False  # authorized before any plug-in: the first plugged outlet takes it
 
     def may_stop(self, token):
         """Local stop rule: the starting token or one of AuthorizationStopIdentifications."""
@@ -121,7 +124,7 @@ class Session:
         for key in ("lid", "sid", "evse_id"):
             if not isinstance(d.get(key), str):
                 raise ValueError("session record: {!r} must be a string".format(key))
-        for key in ("ss", "cs", "ce", "ms", "me"):
+        for key in ("ss", "cs", "ce", "ms", "me", "mo"):
             v = d.get(key)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise ValueError("session record: {!r} must be an integer >= 0".format(key))
@@ -134,6 +137,7 @@ class Session:
         s.stop_ids = tuple(s.stop_ids or ())
         s.meter_between = list(s.meter_between) if s.meter_between else None
         s.meter_fault = bool(s.meter_fault)
+        s.meter_offset = s.meter_offset or 0
         return s
 
     # -- messages -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import new_session_id
 from firmware.store import Outbox, OutboxFull
+from firmware.timefmt import CLOCK_FLOOR_S
 from hal.compat import ticks_add, ticks_diff
 from hal.iec61851 import DUTY_OFF
 
@@ -73,7 +74,12 @@ class Shell:
         store = self.store
         for problem in store.problems:
             self.out("error", kind="store", message=str(problem))
-        self.feed(E.EV_TIME, 0, int(time.time()), now)
+        wall = int(time.time())
+        if wall >= CLOCK_FLOOR_S:
+            self.feed(E.EV_TIME, 0, wall, now)
+        else:  # an RTC that restarted: no record may leave with a made-up date
+            self.out("error", kind=E.ERR_CLOCK, message="clock {} is before this firmware's "
+                     "build: unknown until the network sets it".format(wall))
         self.feed(E.EV_ONLINE, 0, False, now)  # no uplink in this build: offline policy rules
         data = store.get("locallist")
         if data is None:
@@ -209,6 +215,8 @@ class Shell:
                     code=value.get("code"))
             elif name == E.A_REPLY:
                 out(name, **value)
+            elif name == E.A_DISPLAY:
+                out(name, evse=n, message=value)
             elif name == E.A_ERROR:
                 out(name, evse=n, kind=value[0], message=value[1])
             elif name == E.A_SEND:

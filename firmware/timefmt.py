@@ -7,6 +7,10 @@ on the device (removed to save heap; see git history before the memory campaign)
 """
 
 MAX_EPOCH_S = 4102444800  # 2100-01-01T00:00:00Z, exclusive
+# No clock that this firmware reads can truly be earlier than the firmware itself: a board
+# without a battery-backed RTC restarts at the epoch (or at 2000-01-01 on the ESP32). Anything
+# before this release floor (2026-11-01T00:00:00Z, the build's month) is "clock unknown".
+CLOCK_FLOOR_S = 1793491200
 
 
 def iso_utc(epoch_s):

@@ -30,7 +30,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.cdrs = {}
         self.charged = set()
         self.requests = []
-        self.feed(("time", 0, 1700000000))
+        self.feed(("time", 0, 1800000000))
         self.feed(("local_list", 0, {"full": True, "version": 1, "uids": [UID_A]}))
         for i in range(N):
             self.feed(("contactor", i + 1, "open"))

@@ -21,8 +21,8 @@ D16 = duty_permille(16)
 class Drive:
     """Feeds an Evse; confirms contactor commands like the driver unless auto=False."""
 
-    def __init__(self, socket=False, start=1000, auto=True):
-        self.ev = Evse(1, 16, socket, 6000, 60000)
+    def __init__(self, socket=False, start=1000, auto=True, ventilated=False):
+        self.ev = Evse(1, 16, socket, 6000, 60000, ventilated)
         self.now = start
         self.auto = auto
         self.h = 0
@@ -93,8 +93,11 @@ TABLE = (
      P_AUTHORIZED, 0),
     ("C after diode seen: close", READY, ("pilot", "C", True),
      [("contactor", 1, True), ("state", 1, "charging")], "charging", P_AUTHORIZED, H_CLOSED),
-    ("D closes too", READY, ("pilot", "D", True), [("contactor", 1, True)], "charging",
-     P_AUTHORIZED, H_CLOSED),
+    ("D, site not ventilated: PWM off, open, said why", READY, ("pilot", "D", True),
+     [("display", 1, "ventilation_required"), ("pwm", 1, DUTY_OFF)], "ready", P_AUTHORIZED, 0),
+    ("C->D, site not ventilated: opens at once", CHARGING, ("pilot", "D", True),
+     [("display", 1, "ventilation_required"), ("contactor", 1, False), ("pwm", 1, DUTY_OFF)],
+     "ready", P_AUTHORIZED, H_OPENED),
     ("C->B opens at once", CHARGING, ("pilot", "B", True), [("contactor", 1, False)], "ready",
      P_AUTHORIZED, H_OPENED),
     ("B->C again closes", CHARGING + (("pilot", "B", True),), ("pilot", "C", True),
@@ -234,3 +237,53 @@ def test_session_across_tick_wrap():
     assert d.ev.state == "authorized"
     d.do("wait", 1000)
     assert d.ev.state == "idle"
+
+
+def test_d_closes_only_where_the_site_is_ventilated():
+    d = Drive(ventilated=True)
+    d.seq(READY)
+    out = d.do("pilot", "D", True)
+    assert ("contactor", 1, True) in out and not [a for a in out if a[0] == "error"]
+    d = Drive()
+    d.seq(READY)
+    out = d.do("pilot", "D", True)
+    assert out[0] == ("error", 1, ("ventilation", out[0][2][1])) and not d.ev.closed
+    assert d.do("pilot", "D", True) == []  # still D: said once
+    out = d.do("pilot", "C", True, dt=5000)  # the EV asks without ventilation: PWM, close
+    assert ("pwm", 1, D16) in out
+    d.do("pilot", "C", True)
+    assert d.ev.closed and d.ev.state == "charging"
+
+
+def test_socket_cable_without_pp_resistor_is_a_reported_fault():
+    d = Drive(socket=True)
+    d.seq(READY)  # PP never showed a cable: no current offered
+    assert d.ev.duty == DUTY_OFF and d.ev.state == "ready"
+    out = d.do("wait", 1200)  # PP settled at "no cable" with an EV on the pilot
+    assert ("error", 1, ("cable", "cable without PP resistor: no current offered")) in out
+    assert ("display", 1, "cable_fault") in out
+    assert d.ev.state == "fault" and d.ev.phase == P_IDLE and d.h & H_STOPPED
+    d.do("pilot", "A", None)  # unplugged: the fault goes with the cable
+    assert d.ev.state == "idle" and d.ev.available()
+    d.do("pp", 32)
+    d.seq(READY)
+    d.do("wait", 1200)
+    assert d.ev.state == "ready" and d.ev.duty == D16  # a valid cable charges
+
+
+def test_pp_reading_no_cable_after_settling_faults_at_once_and_a_valid_one_clears():
+    d = Drive(socket=True)
+    d.do("pp", 20)
+    d.seq(READY)
+    d.do("wait", 1200)
+    out = d.do("pp", 0)  # the PP resistor lost while plugged
+    assert ("display", 1, "cable_fault") in out and d.ev.state == "fault"
+    d.do("pp", 20)
+    assert d.ev.state == "plugged" and d.ev.available()
+
+
+def test_tethered_cable_has_no_pp_to_judge():
+    d = Drive()
+    d.seq(READY)
+    assert d.do("wait", 1200) == [] or d.ev.state == "ready"
+    assert d.ev.state == "ready"

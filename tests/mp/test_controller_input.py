@@ -31,3 +31,34 @@ def test_local_list_delta_and_persist():
     acts = r.step("local_list", 0, {"full": False, "version": 3, "base_version": 1,
                                     "add": [UID_C]})
     assert acts[0][2][0] == "local_list" and r.c.local_list.version == 2
+
+
+def test_a_clock_before_the_firmware_build_is_unknown_and_no_record_is_dated_1970():
+    from firmware.controller import Controller
+    from firmware.timefmt import CLOCK_FLOOR_S
+    from tests.mp.test_controller_kit import T0, Ids, config
+
+    c = Controller(config(1), Ids())
+    c.step(("contactor", 1, "open"), 100)
+    for bad in (0, 946684800, CLOCK_FLOOR_S - 1):  # the epoch, the ESP32's 2000-01-01
+        acts = c.step(("time", 0, bad), 200)
+        assert acts == [("error", 0, ("clock", "clock {} is before this firmware was built: "
+                                                "kept unknown".format(bad)))]
+        assert c._clock is None
+    c.step(("local_list", 0, {"full": True, "version": 1, "uids": [UID_A]}), 300)
+    c.step(("meter", 1, 1000), 400)
+    c.step(("pilot", 1, ("B", False)), 500)
+    c.step(("card", 0, UID_A), 600)
+    c.step(("pilot", 1, ("B", True)), 700)
+    acts = c.step(("pilot", 1, ("C", True)), 800)
+    start = [a[2] for a in acts if a[0] == "outbox" and a[2].get("Type") == "Start"][0]
+    assert start["SessionStart"] is None and start["ChargingStart"] is None  # not 1970
+    c.step(("time", 0, T0), 1800)  # the network clock: earlier events are dated from it
+    c.step(("contactor", 1, "closed"), 1800)
+    c.step(("meter", 1, 1500), 2000)
+    c.step(("card_gone", 0, None), 2100)
+    c.step(("card", 0, UID_A), 9000)
+    acts = c.step(("pilot", 1, ("B", True)), 9100)
+    cdr = [a[2] for a in acts if a[0] == "outbox" and a[2].get("type") == "cdr"][0]
+    assert cdr["SessionStart"] == "2027-01-15T07:59:58.000Z"  # 1.2 s before T0, floored
+    assert cdr["SessionEnd"] == "2027-01-15T08:00:07.000Z"
