@@ -9,6 +9,11 @@ S2 (charge request) is only closed while the EVSE offers PWM (B2 → C2), which 
 `ignore_pwm_off` models a faulty EV that stays in C and keeps drawing its last current after the
 PWM is switched off. `diode` shorts the diode, so the negative plateau becomes the mirror image
 of the positive one instead of −12 V. `pilot_short` shorts CP to PE (state E, 0 V both ways).
+
+PP (§4.3): the cable's resistor between PP and PE, or None for none (a tethered cable, or a
+socket cable without its resistor); `set_pp` swaps it while plugged in, e.g. to a coding-error
+value below 75 Ω. `pilot_lost` is the EVSE losing power: the EV sees no pilot and forgets the
+current it was offered (it draws nothing until a PWM offers current again).
 """
 
 from hal.iec61851 import DUTY_OFF, amps_for_duty
@@ -35,7 +40,8 @@ class Ev:
 
     @staticmethod
     def _check_cable(ohms):
-        if ohms is not None and (not isinstance(ohms, int) or ohms <= 0):
+        if ohms is not None and (isinstance(ohms, bool) or not isinstance(ohms, int)
+                                 or ohms <= 0):
             raise ValueError("cable PP resistor must be a positive number of ohms or None")
         return ohms
 
@@ -46,6 +52,12 @@ class Ev:
             self.cable_ohms = self._check_cable(cable_ohms)
         self.plugged = True
         self.request = None
+
+    def set_pp(self, cable_ohms):
+        """The PP resistance of the cable in use changes (None = no resistor)."""
+        if not self.plugged:
+            raise ValueError("no cable plugged in: plug first (plug N [AMPS|nopp])")
+        self.cable_ohms = self._check_cable(cable_ohms)
 
     def unplug(self):
         self.plugged = False
@@ -59,6 +71,10 @@ class Ev:
 
     def pause(self):
         self.request = None
+
+    def pilot_lost(self):
+        """The EVSE lost power: no pilot, so no current is offered any more."""
+        self._offered = 0
 
     def set_fault(self, name, on=True):
         if name == "clear":

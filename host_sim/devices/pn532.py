@@ -22,6 +22,19 @@ driver that works against it has exercised the awkward paths:
 * InListPassiveTarget obeys RFConfiguration item 0x05 MxRtyPassiveActivation: 0xFF (the power-on
   default) = silent until a card enters the field; n < 0xFF = answer NbTg=0 after (n+1) ×
   `attempt_s` when no card. A card answers `activation_s` after the later of command and entry.
+
+Console disturbances (host_sim.console `reader ...`), none of which a real chip does by itself
+but a noisy UART line or a shaky hand produce:
+
+* `noise(n, now)`: n random bytes on the chip's TX line at `now` (between two frames).
+* `dropout(seconds, now)`: the held card leaves the field and re-enters `seconds` later; for the
+  chip that is a card entering then, so an InListPassiveTarget in between finds no target.
+* `foreign(kind, now)`: one bogus frame at `now`, unasked: `wrong_cmd` a well-formed response
+  to a command the host never sent (InDataExchange, D5 41 00), `error_frame` the syntax-error
+  frame, `bad_checksum` the target listing of the card in the field with its DCS off by one,
+  `zero_uid` a well-formed target listing with UID 00 00 00 00, which no real card has.
+* `set_supply(False, now)`: the module's supply (from the controller board) is cut: it answers
+  nothing and drops every byte; `set_supply(True, now)` is a cold start (asleep, LowVbat).
 """
 
 import random
@@ -58,6 +71,8 @@ _RESPONSE_S = {
 }
 _LOWVBAT_ALLOWED = (CMD_GET_FIRMWARE_VERSION, CMD_SAM_CONFIGURATION)
 FAULTS = ("ok", "mute", "garbage")
+FOREIGN = ("wrong_cmd", "error_frame", "bad_checksum", "zero_uid")  # first = default
+_EXAMPLE_UID = b"\xde\xad\xbe\xef"  # §1.7's example, for `bad_checksum` with no card held
 
 
 def information_frame(data, tfi=TFI_PN532):
@@ -124,6 +139,8 @@ class Pn532:
         self.firmware = bytes(firmware)
         self.strict_lowvbat = strict_lowvbat
         self._rng = random.Random(seed)
+        self._noise_rng = random.Random(seed + 1)
+        self.supplied = True
         self.card = None
         self.fault = "ok"
         self.counters = {}
@@ -162,6 +179,55 @@ class Pn532:
         self.card = None
         self.target = None
 
+    def dropout(self, seconds, now):
+        """The held card leaves the field at `now` and is back `seconds` later."""
+        if self.card is None:
+            raise ValueError("no card on the reader (tap one first)")
+        if not seconds > 0:
+            raise ValueError("dropout must last > 0 s, got %r" % seconds)
+        self.card.since = now + seconds  # it (re-)enters the field then
+        self.target = None
+        self._count("dropouts")
+        return self.card.since
+
+    def noise(self, n, now):
+        """`n` random bytes leave on TX at `now`; returns them."""
+        data = bytes(self._noise_rng.getrandbits(8) for _ in range(n))
+        self._inject(data, now, "noise_bytes")
+        return data
+
+    def foreign(self, kind=None, now=0.0):
+        """One bogus frame of `kind` (FOREIGN; None = the first) leaves at `now`; returns it."""
+        kind = FOREIGN[0] if kind is None else kind
+        if kind == "wrong_cmd":
+            frame = information_frame(b"\x41\x00")
+        elif kind == "error_frame":
+            frame = ERROR_FRAME
+        elif kind == "bad_checksum":
+            card = self.card
+            if card is None or card.random_uid:
+                card = Card(_EXAMPLE_UID)
+            good = information_frame(b"\x4b\x01" + card.target_data(self._rng)[0])
+            frame = good[:-2] + bytes(((good[-2] + 1) & 0xFF, 0x00))
+        elif kind == "zero_uid":
+            frame = information_frame(b"\x4b\x01\x01\x00\x04\x08\x04\x00\x00\x00\x00")
+        else:
+            raise ValueError("unknown PN532 foreign frame %r (one of %s)"
+                             % (kind, ", ".join(FOREIGN)))
+        self._inject(frame, now, "foreign_frames")
+        return frame
+
+    def set_supply(self, on, now=0.0):
+        """Cut (False) or restore (True) the module's supply; either way a cold start."""
+        self.power_on()
+        self.supplied = bool(on)
+
+    def _inject(self, data, now, counter):
+        if not self.supplied:
+            raise ValueError("the reader has no power")
+        self._out.append((now, bytes(data), False))
+        self._count(counter, 1 if counter == "foreign_frames" else len(data))
+
     def set_fault(self, name, now=0.0):
         if name not in FAULTS:
             raise ValueError("unknown PN532 fault %r (one of %s)" % (name, ", ".join(FAULTS)))
@@ -175,6 +241,9 @@ class Pn532:
     # ---- byte interface --------------------------------------------------------------------
     def feed(self, data, now):
         n = len(data)
+        if not self.supplied:
+            self._count("dropped_unpowered", n)
+            return
         if self.fault != "ok":
             self._count("dropped_" + self.fault, n)
             return
@@ -199,6 +268,8 @@ class Pn532:
         self._parse(now)
 
     def pending(self, now):
+        if not self.supplied:
+            return b""
         if self.fault == "garbage":
             return self._garbage(now)
         if self.power == "waking" and now >= self._awake_at:
@@ -229,6 +300,8 @@ class Pn532:
         return bytes(out)
 
     def next_event(self, now):
+        if not self.supplied:
+            return None
         times = [due for due, _, _ in self._out]
         if self.fault == "garbage" and self._next_garbage is not None:
             times.append(self._next_garbage)
@@ -243,9 +316,11 @@ class Pn532:
     def status(self, now=None):
         card = self.card
         return {
+            "supplied": self.supplied,
             "power": self.power,
             "sam": self.sam_done,
             "card": None if card is None else ("random" if card.random_uid else card.uid.hex()),
+            "card_since": None if card is None else round(card.since, 3),
             "target": None if self.target is None else self.target.hex(),
             "busy": self._busy,
             "mx_rty_passive": self.mx_rty[2],

@@ -81,6 +81,14 @@ class PtyPort:
         del self._out[:n]
         return not self._out
 
+    def discard(self):
+        """Drop every byte in flight both ways, as a power cut empties both UARTs' FIFOs: what
+        the device had queued or the pty held for the firmware, and what the firmware wrote
+        that the device has not read."""
+        self._out = bytearray()
+        termios.tcflush(self._slave, termios.TCIFLUSH)
+        termios.tcflush(self.master, termios.TCIFLUSH)
+
     def status(self):
         return {"path": self.path, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "queued": len(self._out), "overruns": self.overruns, "dropped": self.dropped}

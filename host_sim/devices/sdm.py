@@ -14,7 +14,8 @@ Bd). Then each slave behaves like the real one:
 Import energy integrates the power the EV draws: P = Σ (230 V × phase current) over the phases
 the meter measures (L1 only for the single-phase SDM120), sampled from `source(now)`. The hub
 wakes the bus at every change (contactor switch times are events), so the integral is exact for
-the piecewise-constant currents of the simulation.
+the piecewise-constant currents of the simulation. `set_import_kwh` replaces the register (a
+meter swapped for one with another reading, or reset to 0); nothing else ever makes it go down.
 
 Timing: the reply leaves t3.5 + `response_s` (10 ms) after the request, plus (with `wire_time`)
 the time request and reply would take on the wire at the bus baud rate, since a pty delivers
@@ -32,6 +33,10 @@ REG_PARITY, REG_ADDRESS, REG_BAUD = 0x0012, 0x0014, 0x001C
 MAX_READ = 125
 MAX_WRITE = 123
 FAULTS = ("ok", "fail")
+# Highest import reading `set_import_kwh` accepts (kWh): the register is a float32 (§3.2), whose
+# step is already 1/16 kWh between 2^19 and 2^20 kWh, so above this a session's energy would
+# be lost in the rounding rather than measured (derived).
+MAX_KWH = 999999.0
 
 
 def crc16(data):
@@ -79,6 +84,15 @@ class SdmMeter:
         if name not in FAULTS:
             raise ValueError("unknown meter fault %r (one of %s)" % (name, ", ".join(FAULTS)))
         self.fault = name
+
+    def set_import_kwh(self, kwh, now):
+        """From `now` on the import register reads `kwh` (split evenly over the phases the
+        meter measures); the energy up to `now` is integrated first, so it is not added later."""
+        if isinstance(kwh, bool) or not isinstance(kwh, (int, float)) \
+                or not 0.0 <= kwh <= MAX_KWH:
+            raise ValueError("import register must be 0..%g kWh, got %r" % (MAX_KWH, kwh))
+        self.advance(now)
+        self.energy_wh = [kwh * 1000.0 / self.phases] * self.phases
 
     def power_cycle(self):
         """Apply the written configuration (the slave address) as after a power cycle."""

@@ -10,6 +10,13 @@ The sim sends a line whenever a value changes and the full state of every EVSE a
 Nothing is sent before the first `hello`, so a late-starting firmware does not find stale lines
 queued in its pty. Malformed lines are counted (the last few are kept with the reason) and
 change nothing.
+
+Power (`SimIo.power_off`): the controller that drives these lines loses its supply. Every coil
+drops at that instant (the main contacts open after the contactor's release time, the mirror
+follows them); the CP generator is unpowered, so the EV sees 0 V on CP (state E, "EVSE no
+power", hardware.md §4.1) and draws no current; nothing is sent until the restarted firmware
+says `hello` again. That `hello` is when the controller drives the lines once more (CP back at
++12 V DC until it sets a PWM duty).
 """
 
 from hal.iec61851 import DUTY_OFF
@@ -27,22 +34,39 @@ class SimEvse:
         self.ev = ev if ev is not None else Ev()
         self.contactor = contactor if contactor is not None else Contactor()
         self.duty = DUTY_OFF
+        self.powered = True  # False from a power cut until the firmware's next `hello`
+
+    def power_off(self, now):
+        """The controller loses power at `now`: the coil drops, the CP generator stops."""
+        self.powered = False
+        self.contactor.set_coil(False, now)
+        self.duty = DUTY_OFF
+        self.ev.pilot_lost()
+
+    def power_on(self):
+        """The controller drives the lines again: +12 V DC until it sets a PWM duty."""
+        self.powered = True
 
     def set_pwm(self, permille):
         self.duty = permille
         self.ev.observe_duty(permille)
 
     def currents(self, now):
-        """(L1, L2, L3) amps the EV draws through this EVSE's contactor at `now`."""
-        return self.ev.amps(self.duty, self.contactor.main_closed(now))
+        """(L1, L2, L3) amps the EV draws through this EVSE's contactor at `now`; none
+        while the controller is unpowered (the EV sees no pilot)."""
+        main = self.contactor.main_closed(now)
+        if not self.powered:
+            return (0.0, 0.0, 0.0)
+        return self.ev.amps(self.duty, main)
 
     def lines(self, now):
         """The values the firmware sees: {'cp': (high, low), 'pp': ohms, 'mirror': 0/1}."""
-        return {"cp": self.ev.cp_mv(self.duty), "pp": self.ev.pp_ohms(),
+        cp = self.ev.cp_mv(self.duty) if self.powered else (0, 0)
+        return {"cp": cp, "pp": self.ev.pp_ohms(),
                 "mirror": int(self.contactor.mirror_closed(now))}
 
     def status(self, now):
-        return {"pwm": self.duty, "ev": self.ev.status(self.duty),
+        return {"powered": self.powered, "pwm": self.duty, "ev": self.ev.status(self.duty),
                 "contactor": self.contactor.status(now), "lines": self.lines(now)}
 
 
@@ -95,6 +119,15 @@ class SimIo:
                         out.append("%s %d %d\n" % (key, n, value))
         return "".join(out).encode()
 
+    def power_off(self, now):
+        """The controller loses power (see the module doc); returns the EVSE numbers whose
+        coil was energised and dropped."""
+        dropped = [n for n, e in enumerate(self.evses, 1) if e.contactor.coil]
+        for e in self.evses:
+            e.power_off(now)
+        self.said_hello = False
+        return dropped
+
     def next_event(self, now):
         times = [t for t in (e.contactor.next_event(now) for e in self.evses) if t is not None]
         return min(times) if times else None
@@ -131,6 +164,8 @@ class SimIo:
                 return
             self.said_hello = True
             self._sent = [dict() for _ in self.evses]  # forget: send everything again
+            for e in self.evses:
+                e.power_on()
             return
         if verb not in ("pwm", "coil"):
             self._reject("unknown command", raw)
