@@ -1,41 +1,89 @@
 """The simulator console: parse one command line into a checked command tuple.
 
-A console line is split on whitespace; `#` starts a comment. `parse(line, evses)` returns
-`(name, args)` with validated, typed arguments, or None for a blank line, and raises
+A console line is split on whitespace; `#` starts a comment. `parse(line, evses, reader)`
+returns `(name, args)` with validated, typed arguments, or None for a blank line, and raises
 `ConsoleError` (carrying the command name) for anything it cannot accept, so the runner can
-report one `error` event and go on. Commands:
+report one `error` event and go on. Commands (N = EVSE number 1..evses):
 
     tap UID                      a card enters the reader's field (hex UID, 4..10 bytes)
     remove                       the card leaves the field
-    plug N [AMPS]                plug EV N in (state B); AMPS = cable rating 13|20|32|63
-    ev N charge|pause|unplug     EV N requests charge (C), pauses (C->B) or unplugs (A)
+    plug N [AMPS|nopp]           plug EV N in (state B) with a Type 2 cable of AMPS = 13|20|32|63
+                                 (default 32; PP resistor 1500|680|220|100 ohm, hardware.md
+                                 §4.3) or `nopp`: a cable without its PP resistor (PP open)
+    pp N OHMS|open               the plugged cable's PP resistor becomes OHMS (1..999999; < 75
+                                 is a coding error, > 2200 no cable, §4.3) or none (`open`)
+    ev N charge|ventilate|pause|unplug
+                                 EV N asks for charge (state C, +6 V), for charge with
+                                 ventilation (state D, +3 V, 246 ohm, §4.1), pauses (back to
+                                 B) or unplugs (A)
     fault N weld|stuck|diode|pilot_short|ignore_pwm_off
                                  inject a device fault on EVSE N
     clear N                      clear EVSE N's device faults and tell the firmware `clear N`
+    contactor N [make MS] [release MS]
+                                 EVSE N's contactor: its main contacts (and so its mirror
+                                 contact) follow the coil MS milliseconds (0..5000) after it is
+                                 energised / dropped; default 20 each
     meter fail|ok                the meter bus stops answering / answers again
-    power_cut                    SIGKILL the firmware, restart it on the same flash dir
+    meter set N KWH              EVSE N's meter's import register reads KWH (0..999999) from now
+    meter reset N                EVSE N's meter's import register back to 0 (a reset/swapped
+                                 meter); same as `meter set N 0`
+    reader noise BYTES           BYTES (1..4096) random bytes on the reader's UART
+    reader dropout SECONDS       the held card leaves the field for SECONDS (0 < s <= 60), then
+                                 is back (PN532: no target found meanwhile; RDM6300: no frames)
+    reader foreign [KIND]        one bogus frame between the good ones. PN532: wrong_cmd
+                                 (default; a well-formed answer to a command never sent),
+                                 error_frame, bad_checksum (the held card's listing, bad DCS),
+                                 zero_uid (a listing of UID 00000000). RDM6300: bad_checksum
+                                 (default; the held tag's frame, wrong XOR), zero_id (tag
+                                 0000000000, no real card), truncated (STX + 6 digits)
+    power_cut [SECONDS]          the whole controller loses power for SECONDS (default 0,
+                                 max 3600): the firmware dies, every coil drops at once (the
+                                 contacts open after their release time), the pilot generator
+                                 is unpowered (the EV sees 0 V, draws nothing; the meter stops
+                                 counting), the reader is unpowered; then the firmware restarts
+                                 on the same flash dir and drives the lines again from its
+                                 `hello`
     wait SECONDS                 let the simulation run
     status | heap                ask the firmware for a snapshot / its heap figures
     quit                         stop everything
+
+Each command the runner executes shows as one runner event (host_sim.runner, README):
+`tap`/`remove`/`reader ...` -> `reader` (action tap|remove|noise|dropout|foreign), `plug`/`pp`/
+`ev` -> `ev` (action plug|pp|charge|ventilate|pause|unplug), `fault`/`clear`/`contactor`/
+`meter` -> `device`, `power_cut` -> `power_cut` then `restart`.
 """
 
-EV_ACTIONS = ("charge", "pause", "unplug")
+from host_sim.devices.pn532 import FOREIGN as PN532_FOREIGN
+from host_sim.devices.rdm6300 import FOREIGN as RDM6300_FOREIGN
+
+EV_ACTIONS = ("charge", "ventilate", "pause", "unplug")
 FAULTS = ("weld", "stuck", "diode", "pilot_short", "ignore_pwm_off")
 METER_MODES = ("fail", "ok")
 CABLE_AMPS = (13, 20, 32, 63)
+NO_PP = "nopp"
+PP_OPEN = "open"
+MAX_PP_OHMS = 999999  # six digits; the firmware reads 1 Mohm and above as open (hal/pilot.py)
 MAX_WAIT_S = 3600.0
+MAX_KWH = 999999.0  # host_sim.devices.sdm.MAX_KWH: the float32 register's resolution limit
+MAX_TRAVEL_MS = 5000.0  # host_sim.devices.contactor.MAX_TRAVEL_S
+MAX_NOISE_BYTES = 4096  # one UART receive buffer of the simulated pty (PtyPort.rx_limit)
+MAX_DROPOUT_S = 60.0  # longer is not a "brief" drop-out: use `remove` and `tap`
+READER_FOREIGN = {"pn532": PN532_FOREIGN, "rdm6300": RDM6300_FOREIGN}
 HEX_DIGITS = "0123456789abcdefABCDEF"
 
 # name -> usage (also the list of known commands)
 USAGE = {
     "tap": "tap UID",
     "remove": "remove",
-    "plug": "plug N [13|20|32|63]",
-    "ev": "ev N charge|pause|unplug",
+    "plug": "plug N [13|20|32|63|nopp]",
+    "pp": "pp N OHMS|open",
+    "ev": "ev N " + "|".join(EV_ACTIONS),
     "fault": "fault N " + "|".join(FAULTS),
     "clear": "clear N",
-    "meter": "meter fail|ok",
-    "power_cut": "power_cut",
+    "contactor": "contactor N [make MS] [release MS]",
+    "meter": "meter fail|ok | meter set N KWH | meter reset N",
+    "reader": "reader noise BYTES | reader dropout SECONDS | reader foreign [KIND]",
+    "power_cut": "power_cut [SECONDS]",
     "wait": "wait SECONDS",
     "status": "status",
     "heap": "heap",
@@ -57,8 +105,9 @@ def strip_comment(line):
     return (line if i < 0 else line[:i]).strip()
 
 
-def parse(line, evses=1):
-    """Parse one console line; None for blank/comment lines; ConsoleError if invalid."""
+def parse(line, evses=1, reader=None):
+    """Parse one console line; None for blank/comment lines; ConsoleError if invalid.
+    `reader` (pn532|rdm6300, None = not known) decides which `reader foreign` kinds exist."""
     words = strip_comment(line).split()
     if not words:
         return None
@@ -66,6 +115,8 @@ def parse(line, evses=1):
     if name not in USAGE:
         raise ConsoleError(name, "unknown command (known: {})".format(", ".join(USAGE)))
     try:
+        if name == "reader":
+            return name, _reader(args, reader)
         return name, _ARGS[name](args, evses)
     except ConsoleError:
         raise
@@ -105,6 +156,27 @@ def _choice(text, choices, what):
     return text
 
 
+def _number(text, low, high, what, low_open=False):
+    """A finite decimal number within low..high (above low if `low_open`)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError("{} must be a number: {!r}".format(what, text)) from None
+    if not (low < x if low_open else low <= x) or not x <= high:  # also rejects nan, inf
+        raise ValueError("{} must be within {}{}..{}: {!r}".format(
+            what, "(exclusive) " if low_open else "", low, high, text))
+    return x
+
+
+def _integer(text, low, high, what):
+    if not text.isdigit() or not text.isascii():
+        raise ValueError("{} must be a whole number: {!r}".format(what, text))
+    n = int(text)
+    if not low <= n <= high:
+        raise ValueError("{} must be within {}..{}: {!r}".format(what, low, high, text))
+    return n
+
+
 def _no_args(args, _evses):
     _count(args, 0)
     return ()
@@ -116,14 +188,26 @@ def _tap(args, _evses):
 
 
 def _plug(args, evses):
+    """(N, AMPS) or (N, None) for a cable without its PP resistor."""
     _count(args, 1, 2)
     n = _evse(args[0], evses)
     amps = 32
     if len(args) == 2:
+        if args[1] == NO_PP:
+            return (n, None)
         if not args[1].isdigit() or int(args[1]) not in CABLE_AMPS:
-            raise ValueError("cable rating must be one of 13|20|32|63: {!r}".format(args[1]))
+            raise ValueError("cable must be one of 13|20|32|63|nopp: {!r}".format(args[1]))
         amps = int(args[1])
     return (n, amps)
+
+
+def _pp(args, evses):
+    """(N, OHMS) or (N, None) for no resistor."""
+    _count(args, 2)
+    n = _evse(args[0], evses)
+    if args[1] == PP_OPEN:
+        return (n, None)
+    return (n, _integer(args[1], 1, MAX_PP_OHMS, "PP resistance (ohms, or open)"))
 
 
 def _ev(args, evses):
@@ -141,32 +225,81 @@ def _clear(args, evses):
     return (_evse(args[0], evses),)
 
 
-def _meter(args, _evses):
-    _count(args, 1)
-    return (_choice(args[0], METER_MODES, "meter mode"),)
+def _contactor(args, evses):
+    """(N, make_ms or None, release_ms or None); at least one of the two."""
+    _count(args, 3, 5)
+    n = _evse(args[0], evses)
+    rest = args[1:]
+    if len(rest) % 2:
+        raise ValueError("each of make/release needs milliseconds")
+    times = {}
+    for i in range(0, len(rest), 2):
+        key = _choice(rest[i], ("make", "release"), "contactor time")
+        if key in times:
+            raise ValueError("{} given twice".format(key))
+        times[key] = _number(rest[i + 1], 0.0, MAX_TRAVEL_MS, key + " time (ms)")
+    return (n, times.get("make"), times.get("release"))
 
 
-def _wait(args, _evses):
-    _count(args, 1)
-    try:
-        s = float(args[0])
-    except ValueError:
-        raise ValueError("seconds must be a number: {!r}".format(args[0])) from None
-    if not 0 <= s <= MAX_WAIT_S:  # also rejects nan
-        raise ValueError("seconds must be within 0..{}: {!r}".format(MAX_WAIT_S, args[0]))
-    return (s,)
+def _meter(args, evses):
+    """("fail",) | ("ok",) | ("set", N, KWH) | ("reset", N)."""
+    if not args:
+        raise ValueError("expected fail, ok, set or reset")
+    mode = _choice(args[0], METER_MODES + ("set", "reset"), "meter command")
+    if mode in METER_MODES:
+        _count(args, 1)
+        return (mode,)
+    if mode == "reset":
+        _count(args, 2)
+        return ("reset", _evse(args[1], evses))
+    _count(args, 3)
+    return ("set", _evse(args[1], evses), _number(args[2], 0.0, MAX_KWH, "import kWh"))
+
+
+def _reader(args, reader):
+    """("noise", BYTES) | ("dropout", SECONDS) | ("foreign", KIND or None = the default)."""
+    if not args:
+        raise ValueError("expected noise, dropout or foreign")
+    what = _choice(args[0], ("noise", "dropout", "foreign"), "reader disturbance")
+    if what == "noise":
+        _count(args, 2)
+        return ("noise", _integer(args[1], 1, MAX_NOISE_BYTES, "noise bytes"))
+    if what == "dropout":
+        _count(args, 2)
+        return ("dropout", _number(args[1], 0.0, MAX_DROPOUT_S, "dropout seconds",
+                                   low_open=True))
+    _count(args, 1, 2)
+    if len(args) == 1:
+        return ("foreign", None)
+    kinds = READER_FOREIGN.get(reader) or tuple(
+        dict.fromkeys(PN532_FOREIGN + RDM6300_FOREIGN))
+    return ("foreign", _choice(args[1], kinds, "foreign frame for {}".format(
+        reader or "the reader")))
+
+
+def _seconds(args, _evses, default=None):
+    _count(args, 0 if default is not None else 1, 1)
+    if not args:
+        return (default,)
+    return (_number(args[0], 0.0, MAX_WAIT_S, "seconds"),)
+
+
+def _power_cut(args, evses):
+    return _seconds(args, evses, default=0.0)
 
 
 _ARGS = {
     "tap": _tap,
     "remove": _no_args,
     "plug": _plug,
+    "pp": _pp,
     "ev": _ev,
     "fault": _fault,
     "clear": _clear,
+    "contactor": _contactor,
     "meter": _meter,
-    "power_cut": _no_args,
-    "wait": _wait,
+    "power_cut": _power_cut,
+    "wait": _seconds,
     "status": _no_args,
     "heap": _no_args,
     "quit": _no_args,

@@ -3,8 +3,18 @@
 `Simulation` owns the device hub (host_sim.devices) and the firmware process (the contract in
 firmware/app.py: JSON lines on stdout, commands on stdin). Every observable event goes into
 `events` as a dict with "t" (seconds since start, ms resolution) and "ev": what the firmware
-prints, what the devices report (`sim`: the EV changed the CP level, the coil line changed),
-and the runner's own (`ev`, `device`, `reader`, `power_cut`, `restart`, `error`).
+prints, what the devices report (`sim`: the EV changed the CP level, the coil line changed or
+a power cut dropped the coil), and the runner's own, one per console command that changes the
+devices (host_sim.console lists them):
+
+    ev         evse, action plug|pp|charge|ventilate|pause|unplug; plug and pp add pp_ohms
+               (null = no resistor), plug adds cable_a (null for `nopp`)
+    reader     action tap (uid) | remove | noise (bytes) | dropout (seconds, until = t when
+               the card is back) | foreign (kind, hex = the frame)
+    device     evse, fault weld|stuck|...|clear; or meter set|reset (evse, kwh); or contactor
+               timing (evse, make_ms, release_ms); `meter fail|ok`: fault meter_fail|meter_ok
+    power_cut  outage_s, status (the killed firmware's exit status); then `restart` (boot)
+    error      kind command, command, message: a command that was refused
 
 One thread reads the firmware's stdout and stamps each line on arrival; everything else (device
 I/O, console commands) runs in the caller's thread through `pump(seconds)`, so the devices are
@@ -19,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 from collections import deque
@@ -383,7 +392,7 @@ class Simulation:
     def command_line(self, line):
         """Run one console line; a bad one becomes an `error` event naming the command."""
         try:
-            cmd = console.parse(line, self.evses)
+            cmd = console.parse(line, self.evses, self.reader)
         except console.ConsoleError as e:
             self.emit("error", kind="command", command=e.command, message=e.message)
             return None
@@ -409,8 +418,11 @@ class Simulation:
             self.bench.remove()
             self.emit("reader", action="remove")
         elif name == "plug":
-            self.bench.plug(args[0], args[1])
-            self.emit("ev", evse=args[0], action="plug", cable_a=args[1])
+            ohms = self.bench.plug(args[0], args[1])
+            self.emit("ev", evse=args[0], action="plug", cable_a=args[1], pp_ohms=ohms)
+        elif name == "pp":
+            self.bench.pp(args[0], args[1])
+            self.emit("ev", evse=args[0], action="pp", pp_ohms=args[1])
         elif name == "ev":
             self.bench.ev(args[0], args[1])
             self.emit("ev", evse=args[0], action=args[1])
@@ -421,11 +433,22 @@ class Simulation:
             self.bench.clear(args[0])
             self.emit("device", evse=args[0], fault="clear")
             self._to_firmware("clear {}".format(args[0]))
+        elif name == "contactor":
+            make, release = self.bench.contactor_timing(args[0], args[1], args[2])
+            self.emit("device", evse=args[0], contactor="timing", make_ms=make,
+                      release_ms=release)
         elif name == "meter":
-            self.bench.meter_ok(args[0] == "ok")
-            self.emit("device", fault="meter_" + args[0])
+            if args[0] in ("set", "reset"):
+                kwh = args[2] if args[0] == "set" else 0.0
+                self.bench.meter_set(args[1], kwh)
+                self.emit("device", evse=args[1], meter=args[0], kwh=kwh)
+            else:
+                self.bench.meter_ok(args[0] == "ok")
+                self.emit("device", fault="meter_" + args[0])
+        elif name == "reader":
+            self._reader(args)
         elif name == "power_cut":
-            self.power_cut()
+            self.power_cut(args[0])
         elif name == "status":
             self._to_firmware(name)
             if hasattr(self.bench, "status"):
@@ -435,19 +458,46 @@ class Simulation:
         elif name == "quit":
             self.quit_requested = True
 
+    def _reader(self, args):
+        what, value = args
+        if what == "noise":
+            self.bench.reader_noise(value)
+            self.emit("reader", action="noise", bytes=value)
+        elif what == "dropout":
+            back = self.bench.reader_dropout(value)
+            self.emit("reader", action="dropout", seconds=value, until=round(back, 3))
+        else:
+            kind, frame = self.bench.reader_foreign(value)
+            self.emit("reader", action="foreign", kind=kind, hex=frame.hex())
+
     def _to_firmware(self, line):
         if self.fw is None or not self.fw.send(line):
             self.emit("error", kind="command", command=line.split()[0],
                       message="the firmware is not running")
 
-    def power_cut(self):
-        """SIGKILL the firmware, restart it on the same flash dir; devices keep their state."""
+    def power_cut(self, outage_s=0.0):
+        """The whole controller loses power for `outage_s` seconds, then boots again.
+
+        At the cut (time t): the firmware process is SIGKILLed; every contactor coil drops at
+        t (the main contacts open after their release time, the mirror contact follows them),
+        the pilot generator is unpowered (the EV sees 0 V and draws nothing, so the meters stop
+        counting), the reader module loses its supply, and every byte in flight on the UARTs
+        and the simio channel is discarded. The devices keep what is physical: the EV stays
+        plugged with its request, the card stays on the reader, the meters keep their
+        registers (non-volatile) and go on answering on their bus. `power_cut` is recorded at
+        t. After the outage the reader is powered (a cold start) and the firmware restarts on
+        the same flash directory; the pilot and coils are driven again from the firmware's
+        simio `hello` on. `restart` is recorded once it printed `ready`."""
+        t = self.now()
         self.fw.expected_exit = True
         self.fw.kill()
-        self._collect()
-        if hasattr(self.bench, "flush"):
-            self.bench.flush()
-        self.emit("power_cut", status=self.fw.poll())
+        self.bench.power_off(t)
+        self.bench.flush()
+        self._collect(upto=t)
+        self.emit("power_cut", t=t, status=self.fw.poll(), outage_s=outage_s)
+        if outage_s > 0:
+            self.pump(outage_s)
+        self.bench.power_restore(self.now())
         self._boot()
         self.emit("restart", boot=self.boot_count)
 
@@ -560,11 +610,61 @@ class DeviceBench:
         self.reader.remove()
 
     def plug(self, n, amps):
-        self.evses[n - 1].ev.plug(CABLE_OHMS[amps])
+        """Plug EV n in with a cable of `amps` (None: no PP resistor); returns its PP ohms."""
+        ohms = None if amps is None else CABLE_OHMS[amps]
+        self.evses[n - 1].ev.plug(ohms)
+        return ohms
+
+    def pp(self, n, ohms):
+        self.evses[n - 1].ev.set_pp(ohms)
 
     def ev(self, n, action):
         ev = self.evses[n - 1].ev
-        {"charge": ev.charge, "pause": ev.pause, "unplug": ev.unplug}[action]()
+        {"charge": ev.charge, "ventilate": ev.ventilation, "pause": ev.pause,
+         "unplug": ev.unplug}[action]()
+
+    def contactor_timing(self, n, make_ms, release_ms):
+        """Set EVSE n's make/release times (ms, None keeps one); returns both as now set."""
+        c = self.evses[n - 1].contactor
+        c.set_timing(None if make_ms is None else make_ms / 1000.0,
+                     None if release_ms is None else release_ms / 1000.0)
+        return round(c.make_s * 1000, 3), round(c.release_s * 1000, 3)
+
+    def meter_set(self, n, kwh):
+        self.meters[n - 1].set_import_kwh(kwh, self.clock())
+
+    def _virtual_reader(self):
+        if self.reader is None:
+            raise ValueError("no virtual reader (a real one is on --reader-port)")
+        return self.reader
+
+    def reader_noise(self, n):
+        return self._virtual_reader().noise(n, self.clock())
+
+    def reader_dropout(self, seconds):
+        """The held card leaves the field; returns the time it is back (clock seconds)."""
+        return self._virtual_reader().dropout(seconds, self.clock())
+
+    def reader_foreign(self, kind):
+        """One bogus frame (kind None: the reader's default); returns (kind, frame bytes)."""
+        reader = self._virtual_reader()
+        kind = kind or console.READER_FOREIGN[self.reader_kind][0]
+        return kind, reader.foreign(kind, self.clock())
+
+    def power_off(self, t):
+        """The controller's supply fails at `t` (see Simulation.power_cut)."""
+        for n in self.simio.power_off(t):
+            self._events.append((t, {"what": "coil", "evse": n, "on": 0, "cause": "power_cut"}))
+        for m in self.meters:
+            m.advance(t)  # the energy up to the cut, then the currents after it (none)
+        if self.reader is not None:
+            self.reader.set_supply(False, t)
+
+    def power_restore(self, t):
+        """The supply is back at `t`: the reader starts cold; the pilot and coils wait for
+        the firmware's `hello` (SimIo)."""
+        if self.reader is not None:
+            self.reader.set_supply(True, t)
 
     def fault(self, n, name):
         evse = self.evses[n - 1]
@@ -598,11 +698,10 @@ class DeviceBench:
         return out
 
     def flush(self):
-        """Discard what the firmware had not read yet (a reboot empties the UART FIFOs)."""
+        """Discard every byte in flight both ways (a power cut empties the UART FIFOs)."""
         for name in self.ports:
             if self.ports[name] is not None:
-                port = self.hub.port(name)
-                termios.tcflush(port.fileno(), termios.TCIOFLUSH)
+                self.hub.port(name).discard()
 
     def close(self):
         self.hub.close()

@@ -32,7 +32,7 @@ def test_console_parses_every_command():
         ("fault 2 ignore_pwm_off", ("fault", (2, "ignore_pwm_off"))),
         ("clear 1", ("clear", (1,))),
         ("meter fail", ("meter", ("fail",))),
-        ("power_cut", ("power_cut", ())),
+        ("power_cut", ("power_cut", (0.0,))),
         ("wait 1.5", ("wait", (1.5,))),
         ("status", ("status", ())),
         ("quit", ("quit", ())),
@@ -185,7 +185,8 @@ class FakeBench:
         self.closed = True
 
     def __getattr__(self, name):
-        if name not in ("tap", "remove", "plug", "ev", "fault", "clear", "meter_ok"):
+        if name not in ("tap", "remove", "plug", "ev", "fault", "clear", "meter_ok",
+                        "power_off", "power_restore", "flush"):
             raise AttributeError(name)
 
         def record(*args):
