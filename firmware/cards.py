@@ -88,7 +88,7 @@ class Cards:
     def _can_start(self, i):
         return (self.evses[i].phase == P_IDLE and self.evses[i].available()
                 and self.sessions[i] is None and self._pending[i] is None
-                and not self._meter_blocks(i))
+                and self._restored[i] is None and not self._meter_blocks(i))
 
     def _pick_evse(self, now):
         """Where a tap (or a remote start without EvseID) goes: the newest plug-in that is
@@ -120,14 +120,13 @@ class Cards:
                     and not self.evses[i].plugged() and self.evses[i].phase != P_IDLE:
                 self.sessions[i] = None
                 self.evses[i].stop(None, now, out)  # no session there now: nothing to end
-                self._persist(i, out)
                 if s.req is not None and s.req in self._requests:
                     r = self._requests[s.req]
                     self._requests[s.req] = (r[0], j, r[2], r[3], r[4])
                 s.evse_id = self.evse_ids[j]
                 s.floating = False
                 self.sessions[j] = s
-                self._persist(j, out)
+                self._persist(s, out)
                 self._happen(j, self.evses[j].authorize(now, out), now, out)
                 return
 
@@ -184,7 +183,7 @@ class Cards:
         if uid is not None:
             self._show(out, i + 1, uid, S.DISPLAY_ACCEPTED, S.SUCCESS)
         out.append((E.A_SESSION_START, i + 1, s.session_id))
-        self._persist(i, out)
+        self._persist(s, out)
         self._happen(i, self.evses[i].authorize(now, out), now, out)
         if s.floating:  # an answer that came after an EV was plugged in elsewhere
             for j, ev in enumerate(self.evses):
@@ -287,7 +286,7 @@ class Cards:
             s.stop_ids = stop_ids
             s.post_auth = PA_DONE
             self.cache.put(uid, now, stop_ids)
-            self._persist(i, out)
+            self._persist(s, out)
         else:
             s.post_auth = PA_REJECTED
             self.cache.remove(uid)

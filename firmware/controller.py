@@ -35,7 +35,7 @@ from firmware.charging import (
     earlier,
 )
 from firmware.remote import Remote
-from firmware.session import kwh
+from firmware.session import kwh, record_key
 from firmware.timefmt import CLOCK_FLOOR_S, MAX_EPOCH_S
 from hal.compat import ticks_add, ticks_diff
 
@@ -168,10 +168,9 @@ class Controller(Cards, Remote):
                 out.append((E.A_OUTBOX, 0, {"type": E.MSG_EVSE_STATUS, "id": self._msg_id(),
                                             "EvseID": self.evse_ids[i], "EvseStatus": st}))
 
-    def _persist(self, i, out):
-        s = self.sessions[i]
-        out.append((E.A_PERSIST, 0, ("session.{}".format(i + 1),
-                                     None if s is None else s.to_record())))
+    def _persist(self, s, out):
+        """Write session `s`'s record (its own key: see session.record_key)."""
+        out.append((E.A_PERSIST, 0, (record_key(s.local_id), s.to_record())))
 
     # -- timers -------------------------------------------------------------------------
     def _expire(self, now, out):
@@ -225,13 +224,18 @@ class Controller(Cards, Remote):
             s.charging_start = self._wall(now)
             s.meter_start = s.meter_end = self._meter[i]
             s.next_progress = ticks_add(now, self._cfg["progress_interval_s"] * 1000)
+            # write ahead: "charging since, meter start" is on flash before the coil is
+            # energised, so a cut right after the close still ends in a CDR
+            self._persist(s, out)
+            close = (E.A_CONTACTOR, i + 1, True)
+            if close in out:
+                out.insert(out.index(close), out.pop())
             out.append((E.A_OUTBOX, 0, s.start_notification()))
-            self._persist(i, out)
         if h & H_OPENED:
             s.ce_t = now
             s.charging_end = self._wall(now)
             if not h & H_STOPPED:
-                self._persist(i, out)
+                self._persist(s, out)
         if h & H_FAULT and s.charged():
             ev = self.evses[i]
             out.append((E.A_OUTBOX, 0, s.error_notification(ev.oos, ev.fault_text or "")))
@@ -259,7 +263,7 @@ class Controller(Cards, Remote):
         out.append((E.A_SESSION_END, i + 1, {"session_id": s.session_id,
                                              "energy_kwh": kwh(s.energy_wh()),
                                              "reason": reason}))
-        out.append((E.A_PERSIST, 0, ("session.{}".format(i + 1), None)))
+        out.append((E.A_PERSIST, 0, (record_key(s.local_id), None)))
 
     def _show(self, out, n, uid, result, code=None):
         """What the driver is shown (an `auth` action)."""
@@ -314,10 +318,11 @@ class Controller(Cards, Remote):
                 s.meter_offset += last - data
                 s.meter_fault = True
                 s.meter_end = data + s.meter_offset
-                self._persist(i, out)
+                self._persist(s, out)
         elif s is not None and s.charged():
-            if s.meter_start is None:
+            if s.meter_start is None:  # closed before the first reading: persist the start
                 s.meter_start = data
+                self._persist(s, out)
             s.meter_end = data + s.meter_offset
         if self._restored[i] is not None:
             self._close_restored(i, data, now, out)
@@ -336,7 +341,7 @@ class Controller(Cards, Remote):
             self._stop(i, E.R_METER_FAULT, now, out)
         elif not s.meter_fault:
             s.meter_fault = True
-            self._persist(i, out)
+            self._persist(s, out)
 
     def _on_meter_ok(self, i, data, now, out):
         self._meter_down[i] = False

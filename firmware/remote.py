@@ -115,19 +115,30 @@ class Remote:
         out.append((E.A_PERSIST, 0, ("locallist", self.local_list.to_json())))
 
     def _on_restore(self, i, record, now, out):
+        """A session record found on flash at boot (for EVSE i): close it, once. A damaged
+        record is repaired field by field (Session.from_record names what it dropped; the
+        shell keeps the original aside) and its session closed with what can be trusted; the
+        repaired record is written back under its own key first, so a cut while it waits for
+        the meter does not lose it. A second record for an EVSE that already has one waiting
+        is closed at once with its persisted values (flagged)."""
         try:
-            s = Session.from_record(record)
-        except (ValueError, TypeError) as e:
+            s, bad = Session.from_record(record, self.evse_ids[i], self._new_id)
+        except ValueError as e:
             self._error(out, i + 1, E.ERR_RESTORE, str(e))
             return
-        if s.evse_id != self.evse_ids[i]:
-            self._error(out, i + 1, E.ERR_RESTORE, "record is for EVSE " + s.evse_id)
-            return
-        if self.sessions[i] is not None or self._restored[i] is not None:
-            self._error(out, i + 1, E.ERR_RESTORE, "EVSE already has a session")
-            return
+        for live in self.sessions + [r[0] for r in self._restored if r is not None]:
+            if live is not None and live.local_id == s.local_id:
+                return  # the same record twice (old and new key): already being closed
+        if bad:
+            self._error(out, i + 1, E.ERR_RESTORE, "session {}: {}".format(
+                s.local_id, "; ".join(bad)))
+            self._persist(s, out)
         if not s.charged():
             self._finish(i, s, None, E.R_POWER_LOSS, out)
+            return
+        if self._restored[i] is not None:
+            s.meter_fault = True
+            self._restored_end(i, s, now, out)
             return
         self._restored[i] = [s, ticks_add(now, RESTORE_METER_WAIT_MS)]
         if self._meter_down[i]:
@@ -142,12 +153,16 @@ class Remote:
         self._restored[i] = None
         if wh is not None:
             wh += s.meter_offset  # the session's register was re-based before the cut
-        if wh is not None and (s.meter_start is None or wh >= s.meter_start):
+        known = s.meter_end if s.meter_end is not None else s.meter_start
+        if wh is not None and (known is None or wh >= known):
             s.meter_end = wh
             if s.meter_start is None:
                 s.meter_start = wh
         elif wh is not None or self._meter_down[i]:
             s.meter_fault = True
+        self._restored_end(i, s, now, out)
+
+    def _restored_end(self, i, s, now, out):
         end = self._wall(now)
         if end is None:
             end = s.charging_end if s.charging_end is not None else s.charging_start

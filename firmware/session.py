@@ -13,7 +13,8 @@ last good reading.
 """
 
 from firmware import events as E
-from firmware.timefmt import iso_utc
+from firmware.ids import IdError, check_session_id
+from firmware.timefmt import CLOCK_FLOOR_S, MAX_EPOCH_S, iso_utc
 
 MAX_IN_BETWEEN = 8  # MeterValueInBetween entries kept (SignedMeteringValues allow 10 in all)
 
@@ -31,6 +32,25 @@ _FIELDS = (("lid", "local_id"), ("sid", "session_id"), ("evse_id", "evse_id"),
            ("ce", "charging_end"), ("ms", "meter_start"), ("me", "meter_end"),
            ("mb", "meter_between"), ("mf", "meter_fault"), ("pa", "post_auth"),
            ("mo", "meter_offset"))
+
+
+KEY_PREFIX = "session."  # one record per session: "session.<local id>"
+
+
+def record_key(local_id):
+    """The store key of a session's record: one per session, never shared, so no record can
+    overwrite or delete another session's (two sessions may be open on one EVSE across a
+    power cut: the restored one and a new one)."""
+    return KEY_PREFIX + local_id
+
+
+def is_session_id(v):
+    """True if `v` is a valid OICP SessionID (ids.check_session_id)."""
+    try:
+        check_session_id(v)
+        return True
+    except IdError:
+        return False
 
 
 def kwh(wh):
@@ -117,28 +137,76 @@ class Session:
         return d
 
     @classmethod
-    def from_record(cls, d):
-        """Rebuild a persisted session; ValueError names the first bad field."""
+    def from_record(cls, d, evse_id, new_id):
+        """Rebuild a persisted session, field by field: what cannot be trusted is dropped
+        and named. Returns (session, problems) -- problems a list of "field: why" strings,
+        empty for a sound record. A bad local id becomes the SessionID (if valid) or a
+        fresh `new_id()`; a bad time or meter value becomes unknown and flags the record
+        (MeteringCheck Failed); a bad charging start counts as "charged" (the meter is read:
+        a session whose charging state is unknown is billed, never lost). Times must lie
+        within [timefmt.CLOCK_FLOOR_S, MAX_EPOCH_S). `evse_id` is the EVSE the record was
+        found for. ValueError only if `d` is not an object."""
         if not isinstance(d, dict):
             raise ValueError("session record: must be an object")
-        for key in ("lid", "sid", "evse_id"):
-            if not isinstance(d.get(key), str):
-                raise ValueError("session record: {!r} must be a string".format(key))
-        for key in ("ss", "cs", "ce", "ms", "me", "mo"):
+        bad = []
+        lid = d.get("lid")
+        sid = d.get("sid")
+        if not is_session_id(lid):
+            bad.append("lid: not a SessionID")
+            lid = sid if is_session_id(sid) else new_id()
+        if not is_session_id(sid):
+            if "sid" in d:
+                bad.append("sid: not a SessionID")
+            sid = lid
+        if d.get("evse_id") != evse_id:
+            bad.append("evse_id: {!r} is not {}".format(d.get("evse_id"), evse_id))
+        uid = d.get("uid") if isinstance(d.get("uid"), str) else None
+        ident = d.get("ident")
+        if ident_token(ident) is None:
+            bad.append("ident: not an OICP Identification")
+            ident = rfid_ident(uid) if uid is not None else None
+        s = cls(lid, evse_id, ident, uid, d.get("src") if isinstance(d.get("src"), str)
+                else None)
+        s.session_id = sid
+        for key, attr in _FIELDS[6:]:  # pid, stop, times, meter values, flags
             v = d.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ValueError("session record: {!r} must be an integer >= 0".format(key))
-        if d.get("ms") is not None and d.get("me") is not None and d["me"] < d["ms"]:
-            raise ValueError("session record: 'me' below 'ms'")
-        s = cls(d["lid"], d["evse_id"], d.get("ident"), d.get("uid"), d.get("src"))
-        for key, attr in _FIELDS:
-            if key in d and key not in ("lid", "evse_id", "ident", "uid", "src"):
-                setattr(s, attr, d[key])
+            if key == "mf" and isinstance(v, bool):
+                s.meter_fault = s.meter_fault or v  # a flag raised above stays raised
+                continue
+            if v is None:
+                setattr(s, attr, v)
+                continue
+            if key in ("ss", "cs", "ce", "ms", "me", "mo", "pa"):
+                ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                if key in ("ss", "cs", "ce"):
+                    ok = ok and CLOCK_FLOOR_S <= v < MAX_EPOCH_S
+                elif key == "pa":
+                    ok = ok and v <= PA_REJECTED
+            elif key == "pid":
+                ok = isinstance(v, str)
+            else:  # stop: tokens; mb: Wh readings
+                ok = isinstance(v, list) and all(
+                    isinstance(x, str) if key == "stop" else
+                    (isinstance(x, int) and not isinstance(x, bool)) for x in v)
+            if ok:
+                setattr(s, attr, v)
+            else:
+                bad.append("{}: {!r} is not valid".format(key, v))
+                if key in ("cs", "ms", "me", "mo", "mb"):
+                    s.meter_fault = True
+                if key == "cs":  # did it charge? unknown: bill what the meter says
+                    s.charging_start = s.session_start
+                    s.cs_t = 0
+        if s.meter_start is not None and s.meter_end is not None \
+                and s.meter_end < s.meter_start:
+            bad.append("me: {} is below ms {}".format(s.meter_end, s.meter_start))
+            s.meter_end = None
+            s.meter_fault = True
         s.stop_ids = tuple(s.stop_ids or ())
-        s.meter_between = list(s.meter_between) if s.meter_between else None
         s.meter_fault = bool(s.meter_fault)
         s.meter_offset = s.meter_offset or 0
-        return s
+        s.post_auth = s.post_auth or PA_NONE
+        return s, bad
 
     # -- messages -----------------------------------------------------------------------
     def _base(self, msg_id, kind):

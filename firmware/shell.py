@@ -17,6 +17,7 @@ import time
 from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import new_session_id
+from firmware.session import KEY_PREFIX, Session, is_session_id, record_key
 from firmware.store import Outbox, OutboxFull
 from firmware.timefmt import CLOCK_FLOOR_S
 from hal.compat import ticks_add, ticks_diff
@@ -91,16 +92,51 @@ class Shell:
         elif data is not None:
             self.out("error", kind="local_list",
                      message="local list: must be an object with 'version' and 'uids'")
-        for key in store.keys("session."):
-            try:
-                evse = int(key.split(".")[1])
-            except ValueError:
-                self.out("error", kind="restore", message="bad key " + key)
-                continue
-            self.feed(E.EV_RESTORE, evse, store.get(key), now)
+        for key in store.keys(KEY_PREFIX):
+            self.restore(key, now)
         self.next_pp = now
         self.next_gc = now
         self.next_purge = ticks_add(now, PURGE_EVERY_MS)
+
+    def restore(self, key, now):
+        """Hand one session record left on flash to the core, once. A damaged record is kept
+        aside as `bad.<key>` (for inspection, never read again), reported once naming its
+        fields, and replaced by its repair -- written before the core sees it, so the next
+        boot finds a sound record or none. A record of the older per-EVSE form
+        (`session.<n>`) moves to its session's own key the same way."""
+        store = self.store
+        raw = store.get(key)
+        if raw is None:
+            return  # unreadable JSON: Store.get moved it aside and listed it in problems
+        evse_ids = [e["evse_id"] for e in self.cfg["evses"]]
+        tail = key[len(KEY_PREFIX):]
+        n = None
+        if tail.isdigit():
+            n = int(tail)
+        elif isinstance(raw, dict) and raw.get("evse_id") in evse_ids:
+            n = evse_ids.index(raw["evse_id"]) + 1
+        elif len(evse_ids) == 1:
+            n = 1
+        if n is None or not 1 <= n <= len(evse_ids) or not isinstance(raw, dict):
+            self.out("error", kind=E.ERR_RESTORE, message="{}: not a session record of this "
+                     "charge point, kept as bad.{}".format(key, key))
+            store.put("bad." + key, raw)
+            store.put(key, None)
+            return
+        # a lost local id: the key still names it (or a fresh one for the old per-EVSE form)
+        s, bad = Session.from_record(
+            raw, evse_ids[n - 1], lambda: tail if is_session_id(tail) else self.core._new_id())
+        new_key = record_key(s.local_id)
+        if bad:
+            self.out("error", evse=n, kind=E.ERR_RESTORE, message="{}: {}; kept as bad.{}"
+                     .format(key, "; ".join(bad), key))
+            store.put("bad." + key, raw)
+        if bad or new_key != key:
+            raw = s.to_record()
+            store.put(new_key, raw)
+            if new_key != key:
+                store.put(key, None)
+        self.feed(E.EV_RESTORE, n, raw, now)
 
     # -- the control loop --------------------------------------------------------------
     def poll_once(self, now):

@@ -26,7 +26,11 @@ def test_local_card_full_session_one_cdr():
     assert ("contactor", 1, True) in acts
     start = outbox(acts, "notification", "Start")[0]
     assert start["MeterValueStart"] == 1.0 and start["EvseID"] == EVSE_IDS[0]
-    assert of(acts, "persist")[-1][0] == "session.1"
+    key = "session." + r.c.sessions[0].local_id  # one record per session, its own key
+    persists = [a for a in acts if a[0] == "persist"]
+    assert persists[-1][2][0] == key and persists[-1][2][1]["cs"] is not None
+    # write ahead: "charging, meter start" is on flash before the coil closes
+    assert acts.index(persists[-1]) < acts.index(("contactor", 1, True))
     r.step("meter", 1, 1234)
     r.step("meter", 1, 3500)
     assert not of(r.step("meter", 1, 3600), "persist")  # no flash write per reading
@@ -42,8 +46,8 @@ def test_local_card_full_session_one_cdr():
     assert c["SessionID"] == c["CPOPartnerSessionID"]  # local session, never post-authorized
     end = of(acts, "session_end", 1)[0]
     assert end["reason"] == "Local" and end["energy_kwh"] == 2.6
-    assert ("persist", 0, ("session.1", None)) in acts
-    assert acts.index(("outbox", 0, c)) < acts.index(("persist", 0, ("session.1", None)))
+    assert ("persist", 0, (key, None)) in acts
+    assert acts.index(("outbox", 0, c)) < acts.index(("persist", 0, (key, None)))
     r.step("pilot", 1, ("A", False))
     assert len(outbox(r.log, "cdr")) == 1
 
@@ -100,8 +104,8 @@ def test_a_tap_before_any_plug_in_goes_to_the_first_outlet_that_gets_one():
     acts = r.step("pilot", 2, ("B", False))  # outlet 2 is plugged first: it takes it
     assert ("pwm", 2, 267) in acts and r.c.sessions[0] is None
     assert r.c.sessions[1].session_id == sid and r.c.sessions[1].evse_id == EVSE_IDS[1]
-    assert ("persist", 0, ("session.1", None)) in acts
-    assert [a for a in of(acts, "persist") if a[0] == "session.2"][0][1]["evse_id"] == EVSE_IDS[1]
+    assert of(acts, "persist") == [("session." + sid, r.c.sessions[1].to_record())]
+    assert of(acts, "persist")[0][1]["evse_id"] == EVSE_IDS[1]  # moved, not duplicated
     assert r.c.evses[0].state == "idle"
     r.step("pilot", 2, ("B", True))
     acts = r.step("pilot", 2, ("C", True))
