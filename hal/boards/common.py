@@ -29,8 +29,11 @@ def wire(config, io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=Non
     contactors = []
     pilots = []
     proximity = []
+    ct = config["contactor"]
     for coil, mirror, pwm, cp_adc, pp_adc in io:
-        contactors.append(Contactor(coil, mirror, mirror_closed_level=mirror_closed_level))
+        contactors.append(Contactor(coil, mirror, settle_ms=ct["settle_ms"],
+                                    confirm_ms=ct["weld_confirm_ms"],
+                                    mirror_closed_level=mirror_closed_level))
         pilots.append(Pilot(pwm, cp_adc))
         proximity.append(None if pp_adc is None else Proximity(pp_adc))
 

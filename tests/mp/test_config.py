@@ -63,6 +63,19 @@ def test_shorthands_the_boards_accept():
     assert load(sim)["meter"]["model"] == "sdm120"
 
 
+def test_contactor_windows_default_and_boundaries():
+    assert load(_base())["contactor"] == {"settle_ms": 250, "weld_confirm_ms": 1000}
+    for given, want in (
+        ({"settle_ms": 300}, {"settle_ms": 300, "weld_confirm_ms": 1000}),
+        ({"weld_confirm_ms": 2000}, {"settle_ms": 250, "weld_confirm_ms": 2000}),
+        ({"settle_ms": 20, "weld_confirm_ms": 20}, {"settle_ms": 20, "weld_confirm_ms": 20}),
+        ({"settle_ms": 2000, "weld_confirm_ms": 10000},
+         {"settle_ms": 2000, "weld_confirm_ms": 10000}),
+        ({}, {"settle_ms": 250, "weld_confirm_ms": 1000}),
+    ):
+        assert load(_base(contactor=given))["contactor"] == want, (given, want)
+
+
 def test_load_does_not_mutate_its_input():
     src = _base()
     load(src)
@@ -138,6 +151,20 @@ ROWS = (  # (bad config, field, rule fragment)
     (_base(pins={"relay": [25]}), "pins.relay", "unknown key"),
     (_base(pins={"coil": [25], "mirror": [25]}), "pins.mirror[0]", "already used by pins.coil"),
     (_base(reader={"tx": 25}, pins={"coil": [25]}), "pins.coil[0]", "already used by reader.tx"),
+    (_base(contactor={"settle": 250}), "contactor.settle", "unknown key"),
+    (_base(contactor=250), "contactor", "must be an object"),
+    (_base(contactor={"settle_ms": "250"}), "contactor.settle_ms", "integer"),
+    (_base(contactor={"settle_ms": 250.0}), "contactor.settle_ms", "integer"),
+    (_base(contactor={"settle_ms": True}), "contactor.settle_ms", "integer"),
+    (_base(contactor={"settle_ms": 19}), "contactor.settle_ms", "20-2000"),
+    (_base(contactor={"settle_ms": 2001, "weld_confirm_ms": 5000}), "contactor.settle_ms",
+     "20-2000"),
+    (_base(contactor={"weld_confirm_ms": None}), "contactor.weld_confirm_ms", "integer"),
+    (_base(contactor={"weld_confirm_ms": 1000.5}), "contactor.weld_confirm_ms", "integer"),
+    (_base(contactor={"weld_confirm_ms": 249}), "contactor.weld_confirm_ms", "250-10000"),
+    (_base(contactor={"settle_ms": 600, "weld_confirm_ms": 500}), "contactor.weld_confirm_ms",
+     "600-10000"),  # a weld verdict before the contacts had time to move
+    (_base(contactor={"weld_confirm_ms": 10001}), "contactor.weld_confirm_ms", "250-10000"),
     (_base(local_list_file="../x.json"), "local_list_file", "'/' not allowed"),
     (_base(local_list_file=""), "local_list_file", "1-64"),
     (_base(flash_dir="a/../b"), "flash_dir", "'..'"),

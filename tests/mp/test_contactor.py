@@ -350,3 +350,32 @@ def test_idle_poll_allocates_nothing():
         c.poll(t)
         t += 1
     assert alloc() == before, alloc() - before
+
+
+def test_wire_takes_the_windows_from_the_config():
+    from firmware.config import load
+    from hal.boards.common import wire
+
+    class PWM:
+        def freq(self, hz):
+            pass
+
+        def duty_u16(self, v):
+            pass
+
+    class ADC:
+        def read_uv(self):
+            return 0
+
+    cfg = load({"cp_id": "cp1", "evses": [{"evse_id": "DE*AB7*E840*6487"}], "reader": "none",
+                "meter": {"type": "none"},
+                "contactor": {"settle_ms": 300, "weld_confirm_ms": 2000}})
+    mirror = FakePin(0)  # mains closed at boot: released now, welded only if still so at 2 s
+    c = wire(cfg, [(FakePin(1), mirror, PWM(), ADC(), None)]).contactors[0]
+    assert c.poll(0) is None and c.poll(1999) is None
+    assert c.poll(2000) == ("welded", None)
+    mirror.v = 1  # the weld frees itself: news after the 50 ms debounce
+    assert c.poll(2100) is None and c.poll(2150) == ("open", None)
+    c.set(True, 3000)
+    c.set(False, 3001)
+    assert c.poll(3300) is None and c.poll(3301) == ("open", None)  # 300 ms settle window
