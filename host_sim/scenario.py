@@ -13,8 +13,8 @@ Syntax, one statement per line, `#` starts a comment:
     set config.connection_timeout_s 10
     set timeout 5                default window for expectations without `within` (s)
 
-    tap 04A1B2C3                 any console command (see host_sim.console); it starts a new
-                                 window: expectations look at the events from it on
+    tap 04A1B2C3                 any console command (see host_sim.console); every one but
+                                 `wait` starts a new window
     wait 1.5                     let time pass (does not start a new window)
     mark                         start a new window without a command
 
@@ -23,21 +23,29 @@ Syntax, one statement per line, `#` starts a comment:
     expect exactly COUNT KIND ...  exactly COUNT such events in the window
 
 KIND is the event's "ev" (contactor, state, pilot, auth, session_start, session_end, cdr,
-status, error, pwm, notification, ev, device, restart, ...). N is the EVSE number. PRIMARY is a
-shorthand for the kind's main field: contactor `closed|open`, state/pilot the state, auth the
-result, status the OICP status, error the kind, ev the action, device the fault, notification
-the type, pwm the duty, session_end the reason. FIELD names a field of the event; a dotted path
-(`record.SessionID`) goes into nested objects, and a name missing at the top level is looked up
-one level down (so `cdr energy_kwh` finds `record.energy_kwh`). OP is one of == != >= <= > <
-(default ==) or `~` (the value's text contains VALUE); VALUE is read as JSON if it parses
-(numbers, true, false, null), else as text.
+status, error, pwm, notification, ev, device, reader, power_cut, restart, ...). N is the EVSE
+number. PRIMARY is a shorthand for the kind's main field: contactor `closed|open`, state/pilot
+the state, auth the result, status the OICP status, error the kind, ev and reader the action,
+device the fault, notification the type, pwm the duty, session_end the reason. FIELD names a
+field of the event; a dotted path (`record.SessionID`) goes into nested objects, and a name
+missing at the top level is looked up one level down (so `cdr energy_kwh` finds
+`record.energy_kwh`). OP is one of == != >= <= > < (default ==) or `~` (the value's text
+contains VALUE); VALUE is read as JSON if it parses (numbers, true, false, null), else as text.
 
-Windows: a positive expectation passes as soon as a matching event with t <= start + SECONDS
-has been seen (start = time of the last command or `mark`); it fails once the runner's clock
-passes start + SECONDS. `no`/`exactly` wait for the whole window, then count. Without
-`within`, positive ones use the default timeout and negative/exactly ones check only the
-events seen so far. Timestamps are taken when the runner reads the event, so `within` bounds
-include the pipe latency.
+Windows: every expectation looks at one window of events, from `start` to `start + SECONDS`
+(SECONDS = its `within`, or the `set timeout` value, default 5, when it has none). `start` is
+the runner's clock just before the last console command other than `wait` was run, or at the
+last `mark`, whichever came later; the window takes the events recorded from then on (so
+events the command itself caused are in it) up to t <= start + SECONDS. Expectations between
+two commands share one window: a second one does not start a new one, and `wait` only moves
+the clock, so `tap X`, `wait 3`, `expect no auth` covers tap .. tap + 5 s, of which 3 s have
+already passed when it is checked. A positive expectation passes as soon as a matching event
+is in its window and fails once the clock passes the window's end. `no` and `exactly` always
+wait until the window's end (with or without `within`), then count; if the window already
+ended (a `wait` longer than it), they count the events that fell into it at once. Steps run
+in order, so a `no`/`exactly` line holds up the next step until its window has ended.
+Timestamps are taken when the runner reads the event, so `within` bounds include the pipe
+latency.
 
 Examples:
     expect contactor 1 closed within 0.5
@@ -69,6 +77,7 @@ PRIMARY = {
     "notification": ("type", None),
     "pwm": ("duty", None),
     "session_end": ("reason", None),
+    "reader": ("action", None),
 }
 
 
@@ -237,7 +246,7 @@ def parse_scenario(text):
             steps.append(("mark", line_no))
         else:
             try:
-                cmd = console.parse(line, options["evses"])
+                cmd = console.parse(line, options["evses"], options["reader"])
             except console.ConsoleError as e:
                 raise ScenarioSyntaxError("line {}: {}".format(line_no, e)) from None
             steps.append(("cmd", line_no, cmd, line))
@@ -294,25 +303,21 @@ def check(sim, exp, start_t, start_index, default_timeout):
     `sim` offers `now()`, `events` (list of dicts with "t"), `pump(seconds)` (run the
     simulation and collect events for up to that long) and `fatal` (an error event that ends
     the run: the firmware died unexpectedly, or None)."""
-    within = exp.within
-    if within is None and exp.count is None:
-        within = default_timeout
-    deadline = start_t + within if within is not None else None
+    within = exp.within if exp.within is not None else default_timeout
+    deadline = start_t + within
     while True:
-        window = [e for e in sim.events[start_index:]
-                  if deadline is None or e.get("t", 0) <= deadline]
+        window = [e for e in sim.events[start_index:] if e.get("t", 0) <= deadline]
         hits = [e for e in window if exp.matches(e)]
         if exp.count is None and hits:
             return hits[0]
-        done = deadline is None or sim.now() > deadline
-        if done:
+        if sim.now() > deadline:
             break
         if sim.fatal is not None:
             raise ScenarioFailed(format_failure(
                 exp, start_t, sim.now(), sim.events[start_index:],
                 "the firmware died: {}".format(json.dumps(sim.fatal))))
         sim.pump(min(0.05, max(0.001, deadline - sim.now())))
-    end = deadline if deadline is not None else sim.now()
+    end = deadline
     if exp.count is None:
         why = "expected a matching event, none came"
     elif len(hits) == exp.count:
