@@ -223,3 +223,126 @@ def test_rdm6300_frame_and_repeat_modes():
     assert once.pending(1.0).count(b"\x02") == 1 and once.pending(2.0) == b""
     with pytest.raises(ValueError):
         r.present(b"\x01\x02")
+
+
+def test_contactor_make_and_release_times_and_the_mirror_follows_the_mains():
+    c = Contactor(make_s=0.05, release_s=0.3)
+    c.set_coil(1, 1.0)
+    assert c.next_event(1.0) == pytest.approx(1.05)
+    assert (c.main_closed(1.049), c.mirror_closed(1.049)) == (False, True)
+    assert (c.main_closed(1.05), c.mirror_closed(1.05)) == (True, False)
+    c.set_coil(0, 2.0)
+    assert (c.main_closed(2.299), c.mirror_closed(2.299)) == (True, False)  # late release
+    assert (c.main_closed(2.3), c.mirror_closed(2.3)) == (False, True)
+    c.set_timing(release_s=0.02)  # make kept
+    assert (c.make_s, c.release_s) == (0.05, 0.02)
+    assert c.status(3.0)["make_ms"] == 50.0 and c.status(3.0)["release_ms"] == 20.0
+    for bad in (-0.001, 5.001, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError):
+            c.set_timing(make_s=bad)
+    assert (c.make_s, c.release_s) == (0.05, 0.02)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 0.5), st.floats(0, 0.5),
+       st.lists(st.tuples(st.booleans(), st.floats(0.001, 1.0)), max_size=12))
+def test_mirror_is_exactly_not_mains_and_mains_move_only_after_their_delay(make, release, steps):
+    """Whatever the coil does, the NC mirror reads the inverse of the main contacts, and the
+    mains take the coil's state only once it has been held for the make/release time."""
+    c = Contactor(make_s=make, release_s=release)
+    t = 0.0
+    for on, dt in steps:
+        c.set_coil(on, t)
+        delay = make if on else release
+        for k in range(5):
+            probe = t + dt * k / 4
+            assert c.mirror_closed(probe) is (not c.main_closed(probe))
+            if probe < t + delay and c.coil != c.main_closed(t):
+                assert c.main_closed(probe) is not c.coil
+            if probe >= t + delay:
+                assert c.main_closed(probe) is c.coil
+        t += dt
+
+
+def test_pp_swap_while_plugged_and_no_resistor():
+    ev = Ev()
+    with pytest.raises(ValueError, match="plug"):
+        ev.set_pp(220)
+    ev.plug(None)  # a socket cable without its PP resistor
+    assert ev.pp_ohms() == 0
+    ev.set_pp(50)  # a coding error (< 75 ohm, hardware.md §4.3)
+    assert ev.pp_ohms() == 50
+    ev.set_pp(None)
+    assert ev.pp_ohms() == 0
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            ev.set_pp(bad)
+
+
+def test_power_off_drops_the_coil_unpowers_the_pilot_and_hello_brings_it_back():
+    e = SimEvse(Ev(max_amps=16), Contactor(make_s=0.02, release_s=0.1))
+    io = SimIo([e])
+    io.feed(b"hello\n", 0.0)
+    e.ev.plug()
+    e.ev.charge()
+    io.feed(b"pwm 1 %d\ncoil 1 1\n" % D16, 1.0)
+    io.pending(1.0)
+    assert lines(io, 1.02) == ["mirror 1 0"] and e.currents(1.02) == (16.0, 0.0, 0.0)
+    assert io.power_off(2.0) == [1]  # EVSE 1's coil was on
+    assert e.contactor.coil is False and e.powered is False
+    assert e.currents(2.0) == (0.0, 0.0, 0.0)  # no pilot: the EV draws nothing at once
+    assert e.contactor.main_closed(2.099) and not e.contactor.main_closed(2.1)  # release time
+    assert e.lines(2.05)["cp"] == (0, 0)  # state E: the EVSE has no power (§4.1)
+    assert io.pending(2.2) == b""  # nothing is sent to a dead firmware
+    assert io.status(2.2)["evses"][0]["powered"] is False
+    io.feed(b"hello\n", 3.0)  # the restarted firmware drives the lines again
+    assert lines(io, 3.0) == ["cp 1 9000 9000", "pp 1 220", "mirror 1 1"]  # no PWM yet: B1
+    assert e.currents(3.0) == (0.0, 0.0, 0.0)
+    io.feed(b"pwm 1 %d\ncoil 1 1\n" % D16, 3.5)
+    assert lines(io, 3.52) == ["cp 1 6000 -12000", "mirror 1 0"]
+    assert e.currents(3.52) == (16.0, 0.0, 0.0)
+
+
+def test_rdm6300_dropout_stops_frames_then_the_tag_is_read_anew():
+    r = Rdm6300(repeat_s=0.06)
+    tag = bytes.fromhex("100086F444")
+    r.present(tag, now=0.0)
+    assert r.pending(0.02) == rdm6300_frame(tag)
+    assert r.dropout(0.4, now=0.05) == pytest.approx(0.45)
+    assert r.pending(0.44) == b"" and r.next_event(0.1) == pytest.approx(0.45 + r.frame_s)
+    assert r.pending(0.45 + r.frame_s) == rdm6300_frame(tag)
+    assert r.status()["counters"]["dropouts"] == 1
+    once = Rdm6300(read_once=True)
+    once.present(tag, now=0.0)
+    assert once.pending(0.1).count(b"\x02") == 1 and once.pending(0.2) == b""
+    once.dropout(0.1, now=0.3)  # a standard module reads the re-entered tag once more
+    assert once.pending(0.39) == b"" and once.pending(0.5).count(b"\x02") == 1
+    r.remove()
+    with pytest.raises(ValueError, match="no tag"):
+        r.dropout(0.1, now=1.0)
+
+
+def test_rdm6300_foreign_frames_noise_and_supply():
+    r = Rdm6300()
+    tag = bytes.fromhex("100086F444")
+    good = rdm6300_frame(tag)  # 02 "100086F444" "26" 03
+    r.present(tag, now=0.0)
+    bad = r.foreign(None, now=0.001)  # default: the held tag with a wrong XOR
+    assert bad == b"\x02100086F44427\x03"
+    assert r.foreign("zero_id", now=0.001) == b"\x02000000000000\x03"
+    assert r.foreign("truncated", now=0.001) == good[:7]
+    assert r.pending(0.001) == bad + b"\x02000000000000\x03" + good[:7]  # before the tag's
+    assert r.pending(0.02) == good
+    noise = r.noise(30, now=0.03)
+    assert len(noise) == 30 and r.pending(0.03) == noise
+    assert r.status()["counters"] == {"foreign_frames": 3, "noise_bytes": 30}
+    with pytest.raises(ValueError):
+        r.foreign("wrong_cmd", now=0.04)
+    r.set_supply(False, now=0.05)
+    assert r.pending(1.0) == b"" and r.next_event(1.0) is None
+    with pytest.raises(ValueError, match="power"):
+        r.noise(1, now=1.0)
+    r.set_supply(True, now=2.0)  # the tag still in the field is read anew
+    assert r.pending(2.0) == b"" and r.pending(2.0 + r.frame_s) == good
+    empty = Rdm6300()
+    assert empty.foreign("bad_checksum", now=0.0)[1:11] == b"100086F444"  # §2's example

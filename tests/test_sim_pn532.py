@@ -333,3 +333,85 @@ def test_random_bytes_never_crash_and_chip_recovers(noise, cuts):
     sent(p, t + 0.5, t + 1.0)
     p.feed(GET_FW, t + 1.0)
     assert sent(p, t + 1.0, t + 1.1).endswith(GET_FW_REPLY)
+
+
+# -- console disturbances (host_sim.console `reader ...`) ----------------------------------
+def test_dropout_hides_the_card_from_ilpt_then_it_is_found_again():
+    p = awake_chip(retries=1)  # 20 ms per InListPassiveTarget without a card
+    p.present(H("DEADBEEF"), now=0.5)
+    p.feed(ILPT, 1.0)
+    assert sent(p, 1.0, 1.1) == ACK + ILPT_DEADBEEF
+    assert p.dropout(0.4, now=1.2) == pytest.approx(1.6)
+    assert p.status()["target"] is None
+    for t in (1.2, 1.3, 1.5):  # the card is out of the field: no target
+        p.feed(ILPT, t)
+        assert sent(p, t, t + 0.05) == ACK + ILPT_NONE, t
+    p.feed(ILPT, 1.6)  # back in the field: found after the activation time
+    out = timeline(p, 1.6, 2.0)
+    assert b"".join(c for _, c in out) == ACK + ILPT_DEADBEEF
+    assert out[-1][0] == pytest.approx(1.6 + p.activation_s)
+    assert p.counters["dropouts"] == 1
+    with pytest.raises(ValueError):
+        p.dropout(0.0, now=3.0)
+    p.remove()
+    with pytest.raises(ValueError, match="no card"):
+        p.dropout(0.4, now=3.0)
+
+
+def test_noise_bytes_leave_at_once_between_frames():
+    p = awake_chip()
+    noise = p.noise(100, now=1.0)
+    assert len(noise) == 100 and len(set(noise)) > 20
+    assert sent(p, 1.0, 1.0) == noise
+    assert p.counters["noise_bytes"] == 100
+    again = p.noise(3, now=2.0)
+    assert again != noise[:3] and sent(p, 2.0, 2.0) == again  # fresh bytes each time
+    p.feed(GET_FW, 3.0)  # the chip itself is undisturbed
+    assert sent(p, 3.0, 3.1) == ACK + GET_FW_REPLY
+
+
+def _checksums_ok(frame):
+    """(LEN + LCS, TFI..DCS) sums of a normal information frame, both 0 when valid."""
+    n = frame[3]
+    return (n + frame[4]) & 0xFF, sum(frame[5 : 5 + n + 1]) & 0xFF
+
+
+def test_foreign_frames_are_what_they_claim():
+    p = awake_chip()
+    p.present(H("04112233445566"), now=0.5)
+    wrong = p.foreign("wrong_cmd", now=1.0)
+    assert wrong == information_frame(H("4100")) and _checksums_ok(wrong) == (0, 0)
+    assert p.foreign(None, now=1.0) == wrong  # the default kind
+    assert p.foreign("error_frame", now=1.0) == ERROR_FRAME
+    bad = p.foreign("bad_checksum", now=1.0)
+    good = information_frame(H("4B01010044000704112233445566"))
+    assert bad[:-2] == good[:-2] and bad[-2] == (good[-2] + 1) & 0xFF
+    assert _checksums_ok(bad)[0] == 0 and _checksums_ok(bad)[1] != 0
+    zero = p.foreign("zero_uid", now=1.0)
+    assert zero == information_frame(H("4B0101000408040000 0000".replace(" ", "")))
+    assert sent(p, 1.0, 1.0) == wrong * 2 + ERROR_FRAME + bad + zero
+    assert p.counters["foreign_frames"] == 5
+    p.remove()
+    assert p.foreign("bad_checksum", now=2.0)[:-2] == ILPT_DEADBEEF[:-2]  # §1.7's example
+    with pytest.raises(ValueError):
+        p.foreign("rdm_frame", now=2.0)
+
+
+def test_supply_cut_silences_the_chip_and_restore_is_a_cold_start():
+    p = awake_chip()
+    p.present(H("DEADBEEF"), now=0.5)
+    p.feed(ILPT, 1.0)
+    p.set_supply(False, now=1.001)  # before it answered
+    assert sent(p, 1.001, 2.0) == b"" and p.next_event(2.0) is None
+    p.feed(WAKE + SAM_NORMAL, 2.0)
+    assert sent(p, 2.0, 3.0) == b"" and p.counters["dropped_unpowered"] > 0
+    with pytest.raises(ValueError, match="power"):
+        p.noise(4, now=2.5)
+    p.set_supply(True, now=3.0)
+    st = p.status()
+    assert (st["supplied"], st["power"], st["sam"], st["card"]) == (True, "sleep", False,
+                                                                   "deadbeef")
+    p.feed(GET_FW, 3.1)  # asleep: needs the wake-up again
+    assert sent(p, 3.1, 3.5) == b""
+    p.feed(WAKE + SAM_NORMAL, 4.0)
+    assert sent(p, 4.0, 4.1) == ACK + SAM_REPLY

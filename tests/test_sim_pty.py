@@ -6,6 +6,7 @@ test's thread between the client's steps. Every wait is bounded.
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -182,3 +183,30 @@ def test_add_reader_for_a_console_and_run_for_bound():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_discard_drops_bytes_in_flight_both_ways():
+    """A power cut empties both UART FIFOs: what the device queued for the firmware and what
+    the firmware wrote that the device had not read yet."""
+    from host_sim.devices.pty import PtyPort
+
+    port = PtyPort()
+    try:
+        with open_client(port.path, 9600) as ser:
+            port.write(b"stale reply")
+            ser.write(b"stale command")
+            ser.flush()
+            end = time.monotonic() + 2.0
+            while port.unread() < len(b"stale reply") and time.monotonic() < end:
+                time.sleep(0.001)
+            port.discard()
+            assert port.read() == b"" and port.unread() == 0 and port.backlog == 0
+            assert ser.in_waiting == 0
+            ser.write(b"fresh")  # the line still works afterwards
+            ser.flush()
+            got = b""
+            while len(got) < 5 and select.select([port.master], [], [], 2.0)[0]:
+                got += port.read()
+            assert got == b"fresh"
+    finally:
+        port.close()

@@ -211,3 +211,40 @@ def test_arbitrary_frames_never_crash_and_answers_are_well_formed(frame):
     if reply:
         assert reply[0] == 1 and crc16(reply[:-2]) == reply[-2] | reply[-1] << 8
         assert crc16(frame[:-2]) == frame[-2] | frame[-1] << 8  # only valid frames answered
+
+
+@pytest.mark.parametrize("model", ["sdm120", "sdm630"])
+def test_set_import_register_counts_on_from_the_new_value(model):
+    """A meter swapped or reset mid-session: the register jumps, the energy before the jump is
+    not carried over, and charging then counts on from the new reading."""
+    state = {"amps": 16.0}
+    meter = SdmMeter(1, model, source=lambda now: (state["amps"],) * 3, import_kwh=1234.5)
+    bus = SdmBus([meter])
+    bus.pending(0.0)
+    bus.pending(5.0)
+    phases = 1 if model == "sdm120" else 3
+    per_s = 230.0 * 16.0 * phases / 3.6e6  # kWh per second
+    assert meter.import_kwh() == pytest.approx(1234.5 + 5 * per_s)
+    meter.set_import_kwh(0, 10.0)  # 5 more seconds integrated first, then dropped
+    assert meter.import_kwh() == 0.0
+    bus.pending(15.0)
+    assert meter.import_kwh() == pytest.approx(5 * per_s)
+    reply, _ = ask(bus, H("010400480002F1DD"), 15.0)
+    (kwh,) = struct.unpack(">f", reply[3:7])
+    assert kwh == pytest.approx(5 * per_s, rel=0.01)  # sampled when the request is decoded
+    meter.set_import_kwh(999999, 16.0)
+    assert meter.import_kwh() == pytest.approx(999999.0)
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**7),
+                 st.booleans(), st.text(max_size=3)))
+def test_set_import_register_accepts_only_a_reading_in_range(kwh):
+    meter = SdmMeter(1, "sdm120", import_kwh=7.0)
+    ok = not isinstance(kwh, (bool, str)) and 0 <= kwh <= 999999
+    if ok:
+        meter.set_import_kwh(kwh, 1.0)
+        assert meter.import_kwh() == pytest.approx(kwh)
+    else:
+        with pytest.raises(ValueError):
+            meter.set_import_kwh(kwh, 1.0)
+        assert meter.import_kwh() == 7.0
