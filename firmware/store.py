@@ -1,10 +1,12 @@
-"""Atomic JSON persistence in one directory (littlefs on the ESP32, a folder on a PC).
+"""Atomic JSON persistence in one directory (littlefs on the ESP32, a folder on a PC), and the
+durable outbox in a folder beneath it (`Outbox`: its docstring has the layout).
 
-Each key is one file `<key>.json`. A write goes to `<key>.json.tmp`, is closed (littlefs commits
-file data on close), then renamed over the old file: littlefs and POSIX rename atomically, so a
-power cut leaves either the old or the new value, never half of one. A value equal to what is on
-flash is not rewritten (flash wears). Damage found later (a leftover `.tmp`, a file that is not
-JSON, e.g. from a FAT volume or an older firmware) is listed in `problems` and never stops boot.
+Store: each key is one file `<key>.json`. A write goes to `<key>.json.tmp`, is closed (littlefs
+commits file data on close), then renamed over the old file: littlefs and POSIX rename atomically,
+so a power cut leaves either the old or the new value, never half of one. A value equal to what
+is on flash is not rewritten (flash wears). Damage found later (a leftover `.tmp`, a file that is
+not JSON, e.g. from a FAT volume or an older firmware) is listed in `problems` and never stops
+boot.
 """
 
 import json
@@ -13,11 +15,66 @@ import os
 _SUFFIX = ".json"
 _KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 KEY_MAX = 40
-OUTBOX_PREFIX = "outbox."
+OUTBOX_PREFIX = "outbox."  # Store keys of the outbox before segments: migrated at boot
+OUTBOX_DIR = "outbox"  # the outbox's folder under the Store root
+SEGMENT = 64  # records per segment file (an ack is one byte: at most 255)
+BUCKETS = 16  # files of the id index
+LIMIT = 20000  # messages the outbox holds by default
+MSG_MAX = 8192  # bytes of one record line (id and message; a CDR is ~700)
+_PIECE = 1024  # bytes a line is read in (MicroPython's readline(n) allocates n up front)
+_ENTRY = 10  # bytes of an id index entry: id hash 3, segment 3, slot 1, offset 3
 
 
 class OutboxFull(Exception):
     """The outbox holds `limit` messages; nothing was added."""
+
+
+try:
+    _ilistdir = os.ilistdir  # MicroPython: one (name, type, inode[, size]) at a time
+except AttributeError:  # CPython
+
+    def _ilistdir(path):
+        with os.scandir(path) as it:
+            for entry in it:
+                yield (entry.name,)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def _valid_id(msg_id):
+    return isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool)
+
+
+def _hash(data):
+    """24-bit hash of `data` (bytes), the same on every interpreter; stays a small int on a
+    32-bit port (no long-int allocation per byte)."""
+    h = 5381
+    for c in data:
+        h = (h * 33 ^ c) & 0xFFFFFF
+    return h
+
+
+def _readline(f):
+    """The next line of file `f` (bytes, with its LF, or without at the end of the file), read
+    in pieces of _PIECE bytes; one longer than MSG_MAX is cut there (damage: no LF)."""
+    line = f.readline(_PIECE)
+    while line and line[-1] != 10 and len(line) < MSG_MAX:
+        more = f.readline(_PIECE)
+        if not more:
+            break
+        line += more
+    return line
+
+
+def _seq_of(key):
+    seq = key[len(OUTBOX_PREFIX):]
+    return int(seq) if seq.isdigit() else 1 << 60
 
 
 def _check_key(key):
@@ -121,72 +178,498 @@ class Store:
 
 
 class Outbox:
-    """Durable messages waiting for the bridge's acknowledgement, in insertion order.
+    """Durable messages waiting for the bridge's acknowledgement, oldest first, on flash.
 
-    One file per message (`outbox.<seq>` -> {"id", "msg"}) so adding never rewrites the others;
-    `seq` only grows and is persisted with each entry, so the order survives a reboot. Only ids
-    and sequence numbers stay in RAM (a short list: lookups scan it); messages are read from
-    flash when asked for. Damaged entries are skipped at load and listed in store.problems.
+    Layout, in `<store root>/outbox/` (its own folder, so the Store's listing stays short):
+      s<k>  segment k (k = 0, 1, 2, ..., never reused): up to `segment` records appended in
+            order, one line each: `<id as JSON> TAB <message as JSON> LF`. Messages share files
+            because littlefs gives every file longer than its cache (128 B on MicroPython) at
+            least one 4 KB block: a file per message would fill an ESP32's ~2 MB with ~450.
+      a<k>  the acknowledged records of segment k: one byte (the slot, 0..segment-1) per ack.
+      h<b>  id index, b = hash(id) % BUCKETS: 10-byte entries (hash 3, segment 3, slot 1, byte
+            offset 3), appended. An entry is a hint checked against the record it points at, so
+            a stale one (from a cut, an ack, a retired segment) is harmless; the bucket is
+            rewritten without them when it has doubled since its last rewrite.
+      bad   damaged records, moved aside; `<name>.bad`: a file that is no part of this layout.
+    A segment that is full and entirely acknowledged, and not the last, is deleted: the last
+    segment always exists once there was one, which keeps k growing across reboots.
+
+    RAM: a few ints and a 320-byte buffer, however long the backlog. Boot streams the folder
+    (files per segment, not per message), reads the ack files of partly acknowledged segments
+    and the last segment (where the next record goes): no message is parsed. `len()` is kept.
+
+    Write order; each step is one atomic file operation on littlefs (a torn append on POSIX is
+    cut off at the next boot):
+      add  1. index entry  2. record (the commit point: until it lands, the entry points at
+           nothing or at another id's record)  3. when a new segment begins and the one before
+           is fully acknowledged: remove its s<k>, then its a<k>
+      ack  1. slot byte to a<k> (the commit point)  2. if that completes a segment that is not
+           the last: remove s<k>, then a<k> (an a<k> left without its s<k> is removed at boot)
+    So after a power cut a message is there or not, an ack done or not: never doubled or lost.
+    Costs per message: add = 2 appends (+ a bucket rewrite now and then), ack = 1 append (+ 2
+    removes per segment); the id lookup of add/ack reads one bucket (1/16 of the index).
     """
 
-    def __init__(self, store, limit=200):
+    def __init__(self, store, limit=LIMIT, segment=SEGMENT):
+        if not 1 <= segment <= 255:
+            raise ValueError("outbox segment: 1-255 records, not {}".format(segment))
         self.store = store
-        self.limit = limit
-        found = []
-        for key in store.keys(OUTBOX_PREFIX):
-            seq = key[len(OUTBOX_PREFIX):]
-            entry = store.get(key)
-            if seq.isdigit() and isinstance(entry, dict) and "id" in entry and "msg" in entry:
-                found.append((int(seq), entry["id"]))
-            elif entry is not None:  # None: bad JSON, already reported by get()
-                store.problems.append(key + ": not an outbox entry, ignored")
-        found.sort()
-        self._order = []  # [(seq, msg_id)] ascending
-        for seq, msg_id in found:
-            if self._seq(msg_id) is None:
-                self._order.append((seq, msg_id))
-            else:  # a crash between add and ack of a re-add: keep the first
-                store.problems.append("outbox.{}: duplicate id {!r}, removed".format(seq, msg_id))
-                store.put(OUTBOX_PREFIX + str(seq), None)
-        self._next = found[-1][0] + 1 if found else 1
+        self.limit = limit  # messages; add() raises OutboxFull beyond (shell.to_outbox decides)
+        self.cap = segment
+        self.writes = 0  # flash operations: file writes and appends, renames, removes
+        self.dir = store.root.rstrip("/") + "/" + OUTBOX_DIR
+        self._buf = bytearray(_ENTRY * 32)  # id index reads
+        self._keep = [-1] * BUCKETS  # entries per bucket after its last rewrite (-1: not seen)
+        self._epoch = 0  # counts acks: a running walk re-reads the ack file when it changed
+        self._cursor = None  # drop_oldest's resume point: (keep_type, k, slot, offset)
+        self._head = self._tail = 0  # segments: none below head; tail takes new records
+        self._records = self._size = 0  # the tail's records and bytes
+        self._count = 0
+        self._torn = False  # an append to the tail failed: recount it before the next
+        try:
+            os.mkdir(self.dir)
+        except OSError:  # already there; anything else fails in the listing below
+            pass
+        self._boot()
+        self._migrate()
 
     def __len__(self):
-        return len(self._order)
+        return self._count if self._count > 0 else 0
 
-    def _seq(self, msg_id):
-        for seq, i in self._order:
-            if i == msg_id:
-                return seq
-        return None
+    # -- the only operations that change flash (tests replace them to cut the power) -------
+    def _write(self, path, mode, data):
+        """Write `data` (bytes, or an iterable of bytes) to `path` opened with `mode`: "ab"
+        appends, "wb" creates. littlefs commits the file on close."""
+        with open(path, mode) as f:
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                for chunk in data:
+                    f.write(chunk)
+        self.writes += 1
 
-    def add(self, msg_id, msg):
-        """Persist `msg` under `msg_id`; an id already waiting is kept once (returns False)."""
-        if not isinstance(msg_id, (str, int)) or isinstance(msg_id, bool):
-            raise ValueError("outbox id {!r}: must be a str or int".format(msg_id))
-        if self._seq(msg_id) is not None:
+    def _rename(self, src, dst):
+        os.rename(src, dst)
+        self.writes += 1
+
+    def _remove(self, path):
+        os.remove(path)
+        self.writes += 1
+
+    # -- boot ---------------------------------------------------------------------------
+    def _path(self, kind, n):
+        return "{}/{}{}".format(self.dir, kind, n)
+
+    def _report(self, text):
+        self.store.problems.append(text)
+
+    def _boot(self):
+        """Find the segments and count what waits; finish an interrupted retirement, remove
+        leftovers of interrupted writes, move foreign files aside (each reported once)."""
+        cap = self.cap
+        more = True
+        while more:  # a second pass only when more than 16 files needed fixing
+            more = False
+            nseg = acked = nidx = 0
+            head = tail = -1
+            fix = []
+            for entry in _ilistdir(self.dir):  # read to the end: littlefs closes it there
+                name = entry[0]
+                kind = name[:1]
+                k = int(name[1:]) if name[1:].isdigit() and len(name) < 10 else -1
+                if kind == "s" and k >= 0:
+                    nseg += 1
+                    head = k if head < 0 or k < head else head
+                    tail = k if k > tail else tail
+                    continue
+                if kind == "a" and k >= 0:
+                    n = self._flags(k)[1] if _exists(self._path("s", k)) else -1
+                    if 0 <= n < cap:
+                        acked += n
+                        continue
+                    acked += n if n > 0 else 0  # all acknowledged: retire it unless the last
+                elif kind == "h" and 0 <= k < BUCKETS:
+                    nidx += 1
+                    continue
+                elif name == "bad" or name.endswith(".bad"):
+                    continue
+                if len(fix) < 16:
+                    fix.append(name)
+                else:
+                    more = True
+            for name in fix:
+                path = self.dir + "/" + name
+                if name.endswith(".tmp"):
+                    self._report(path + ": left over from an interrupted write, removed")
+                    self._remove(path)
+                elif name[:1] == "a" and name[1:].isdigit():
+                    k = int(name[1:])
+                    if not _exists(self._path("s", k)):  # its segment went first
+                        self._remove(path)
+                    elif k != tail:
+                        self._retire(k)
+                        nseg -= 1
+                        acked -= cap
+                else:
+                    self._report("{}: not part of the outbox, moved to {}.bad".format(path, path))
+                    self._rename(path, path + ".bad")
+        if nseg == 0:
+            if nidx:
+                self._report(self.dir + ": an id index without messages, removed")
+                for b in range(BUCKETS):
+                    if _exists(self._path("h", b)):
+                        self._remove(self._path("h", b))
+            head = tail = 0
+        self._head = head
+        self._tail = tail
+        self._records = cap if nseg else 0  # the tail is counted as full until it is read
+        self._count = nseg * cap - acked
+        self._repair_tail()
+
+    def _repair_tail(self):
+        """Count the complete records of the last segment (at boot, after a failed append):
+        bytes after the last complete line (a write cut short on POSIX) are cut off."""
+        path = self._path("s", self._tail)
+        lines = size = 0
+        torn = False
+        try:
+            f = open(path, "rb")
+        except OSError:  # not begun yet
+            f = None
+        if f is not None:
+            with f:
+                while True:
+                    line = _readline(f)
+                    if not line:
+                        break
+                    if line[-1] != 10:
+                        torn = True
+                        break
+                    lines += 1
+                    size += len(line)
+        if torn:
+            self._report("{}: ends in an incomplete record (interrupted write), cut off"
+                         .format(path))
+            self._write(path + ".tmp", "wb", self._copy(path, size))
+            self._rename(path + ".tmp", path)
+        records = lines if lines < self.cap else self.cap
+        self._count += records - self._records
+        self._records = records
+        self._size = size
+        self._torn = False
+
+    def _copy(self, path, n):
+        """The first `n` bytes of `path`, in chunks of up to 512 (never a file's size in RAM)."""
+        with open(path, "rb") as f:
+            while n > 0:
+                chunk = f.read(n if n < 512 else 512)
+                if not chunk:
+                    return
+                n -= len(chunk)
+                yield chunk
+
+    def _migrate(self):
+        """Messages of the layout before segments (`outbox.<seq>` Store keys, a file each) move
+        here in their order; each file is deleted after its add (a cut repeats no message: add
+        is idempotent)."""
+        store = self.store
+        keys = store.keys(OUTBOX_PREFIX)
+        keys.sort(key=_seq_of)
+        for key in keys:
+            entry = store.get(key)  # not JSON: reported and moved aside by get()
+            if isinstance(entry, dict) and _valid_id(entry.get("id")) and "msg" in entry:
+                self._add(entry["id"], entry["msg"], None)
+                store.put(key, None)
+            elif entry is not None:
+                path = store.root + "/" + key + _SUFFIX
+                self._report("{}: not an outbox entry, moved to {}.bad".format(path, path))
+                os.rename(path, path + ".bad")
+
+    # -- segments -----------------------------------------------------------------------
+    def _flags(self, k):
+        """(flags, n): flags (bytearray of `cap`) has 1 at each acknowledged slot of segment
+        k, n is how many. A byte out of range or repeated (damage) counts never / once."""
+        flags = bytearray(self.cap)
+        n = 0
+        try:
+            f = open(self._path("a", k), "rb")
+        except OSError:  # nothing acknowledged yet
+            return flags, 0
+        with f:
+            data = f.read()
+        for slot in data:
+            if slot < self.cap and not flags[slot]:
+                flags[slot] = 1
+                n += 1
+        return flags, n
+
+    def _retire(self, k):
+        """Segment k is full and entirely acknowledged: its files go, the records first."""
+        path = self._path("s", k)
+        if _exists(path):
+            self._remove(path)
+        self._remove(self._path("a", k))
+
+    def _ack_slot(self, k, slot):
+        self._write(self._path("a", k), "ab", bytes((slot,)))
+        self._count -= 1
+        self._epoch += 1
+        if k != self._tail and self._flags(k)[1] == self.cap:
+            self._retire(k)
+
+    def _walk(self, k, slot, off):
+        """(k, slot, end offset, msg_id, msg) of each waiting record from segment k's `slot`
+        (at byte `off`) on, oldest first. The segment is opened for each record and closed
+        before it is handed out: the caller may acknowledge (and so delete) meanwhile."""
+        cap = self.cap
+        while k <= self._tail:
+            epoch = -1
+            flags = None
+            gone = False
+            while True:
+                last = self._records if k == self._tail else cap
+                if slot >= last:
+                    break
+                if epoch != self._epoch:
+                    flags = self._flags(k)[0]
+                    epoch = self._epoch
+                try:
+                    f = open(self._path("s", k), "rb")
+                except OSError:  # retired
+                    gone = True
+                    break
+                line = None
+                with f:
+                    f.seek(off)
+                    while slot < last:
+                        line = _readline(f)
+                        if not line:
+                            break
+                        off += len(line)
+                        slot += 1
+                        if not flags[slot - 1]:
+                            break
+                        line = None
+                if not line:
+                    if slot < last:
+                        self._lost(k, slot, last)
+                    break
+                msg_id, msg = self._parse(line, k, slot - 1)
+                if msg_id is not None:
+                    yield k, slot - 1, off, msg_id, msg
+            if gone and k == self._head and k < self._tail:
+                self._head = k + 1
+            k += 1
+            slot = off = 0
+
+    def _parse(self, line, k, slot):
+        """(msg_id, msg) of a record line; a damaged one is reported, copied to `bad` and
+        acknowledged (so reported once) -> (None, None)."""
+        i = line.find(b"\t")
+        msg_id = msg = None
+        if i > 0 and line[-1] == 10:
+            try:
+                msg_id = json.loads(line[:i])
+                msg = json.loads(line[i + 1:])
+            except ValueError:
+                msg_id = None
+        if _valid_id(msg_id):
+            return msg_id, msg
+        self._report("{}/s{} record {}: damaged ({} bytes), moved to {}/bad".format(
+            self.dir, k, slot, len(line), self.dir))
+        self._write(self.dir + "/bad", "ab", line if line[-1] == 10 else line + b"\n")
+        self._ack_slot(k, slot)
+        return None, None
+
+    def _lost(self, k, slot, last):
+        """Segment k ends before record `slot` although it should hold `last` (damage)."""
+        self._report("{}/s{}: ends after {} of {} records, the rest is lost".format(
+            self.dir, k, slot, last))
+        if k == self._tail:
+            self._repair_tail()
+            return
+        flags = self._flags(k)[0]
+        gap = bytes([s for s in range(slot, last) if not flags[s]])
+        if gap:
+            self._write(self._path("a", k), "ab", gap)
+            self._count -= len(gap)
+            self._epoch += 1
+            if self._flags(k)[1] == self.cap:
+                self._retire(k)
+
+    # -- id index -------------------------------------------------------------------------
+    def _scan(self, b, h, idj):
+        """Look id `idj` (JSON bytes, hash h) up in bucket b -> ((k, slot) of its waiting
+        record or None, entries read, whether the file ends in a partial entry)."""
+        try:
+            f = open(self._path("h", b), "rb")
+        except OSError:  # no id in this bucket yet
+            return None, 0, False
+        buf = self._buf
+        h0 = h >> 16
+        h1 = h >> 8 & 255
+        h2 = h & 255
+        n = 0
+        with f:
+            while True:
+                got = f.readinto(buf)
+                if not got:
+                    return None, n, False
+                i = 0
+                while i + _ENTRY <= got:
+                    if buf[i] == h0 and buf[i + 1] == h1 and buf[i + 2] == h2:
+                        k = buf[i + 3] << 16 | buf[i + 4] << 8 | buf[i + 5]
+                        off = buf[i + 7] << 16 | buf[i + 8] << 8 | buf[i + 9]
+                        if self._holds(k, buf[i + 6], off, idj):
+                            return (k, buf[i + 6]), n, False
+                    n += 1
+                    i += _ENTRY
+                if got < len(buf):
+                    return None, n, i < got
+
+    def _holds(self, k, slot, off, idj):
+        """Whether record `slot` of segment k, at byte `off`, waits and has the id `idj`."""
+        if k < self._head or k > self._tail \
+                or slot >= (self._records if k == self._tail else self.cap) \
+                or self._flags(k)[0][slot]:
             return False
-        if len(self._order) >= self.limit:
-            raise OutboxFull("outbox full ({}): {!r} not added".format(self.limit, msg_id))
-        seq = self._next
-        self.store.put(OUTBOX_PREFIX + str(seq), {"id": msg_id, "msg": msg})
-        self._next = seq + 1
-        self._order.append((seq, msg_id))
+        try:
+            f = open(self._path("s", k), "rb")
+        except OSError:  # retired
+            return False
+        with f:
+            f.seek(off)
+            line = _readline(f)
+        return line.startswith(idj + b"\t") and line[-1] == 10
+
+    def _compact(self, b):
+        """Rewrite bucket b without the entries that cannot point at a waiting record."""
+        path = self._path("h", b)
+        kept = [0]
+        self._write(path + ".tmp", "wb", self._live_entries(path, kept))
+        self._rename(path + ".tmp", path)
+        self._keep[b] = kept[0]
+
+    def _live_entries(self, path, kept):
+        buf = self._buf
+        seen = -1
+        flags = None
+        last = 0
+        with open(path, "rb") as f:
+            while True:
+                got = f.readinto(buf)
+                if not got:
+                    return
+                out = bytearray()
+                i = 0
+                while i + _ENTRY <= got:
+                    k = buf[i + 3] << 16 | buf[i + 4] << 8 | buf[i + 5]
+                    if k != seen:  # entries come in segment order: one look per segment
+                        seen = k
+                        flags = None
+                        if self._head <= k <= self._tail and _exists(self._path("s", k)):
+                            flags = self._flags(k)[0]
+                        last = self._records if k == self._tail else self.cap
+                    slot = buf[i + 6]
+                    if flags is not None and slot < last and not flags[slot]:
+                        out.extend(buf[i:i + _ENTRY])
+                        kept[0] += 1
+                    i += _ENTRY
+                if out:
+                    yield bytes(out)
+                if got < len(buf):
+                    return
+
+    # -- the interface ----------------------------------------------------------------------
+    def add(self, msg_id, msg):
+        """Persist `msg` (JSON-able) under `msg_id` (str or int) after everything waiting.
+        An id already waiting is kept once -> False. OutboxFull at `limit` messages;
+        ValueError / TypeError for a bad id or message; nothing is written then."""
+        return self._add(msg_id, msg, self.limit)
+
+    def _add(self, msg_id, msg, limit):
+        if not _valid_id(msg_id):
+            raise ValueError("outbox id {!r}: must be a str or int".format(msg_id))
+        _check_jsonable(msg)
+        idj = json.dumps(msg_id).encode()
+        body = json.dumps(msg).encode()
+        size = len(idj) + len(body) + 2
+        if size > MSG_MAX:
+            raise ValueError("outbox message {!r}: {} bytes, at most {}".format(
+                msg_id, size, MSG_MAX))
+        if self._torn:
+            self._repair_tail()
+        h = _hash(idj)
+        b = h % BUCKETS
+        hit, n, torn = self._scan(b, h, idj)
+        if hit is not None:
+            return False
+        if limit is not None and self._count >= limit:
+            raise OutboxFull("outbox full ({}): {!r} not added".format(limit, msg_id))
+        if self._keep[b] < 0:
+            self._keep[b] = n
+        if torn or n > 2 * self._keep[b] + self.cap:
+            self._compact(b)
+        if self._records >= self.cap:  # the last segment is full: begin the next
+            self._tail += 1
+            self._records = self._size = 0
+        k = self._tail
+        slot = self._records
+        off = self._size
+        self._write(self._path("h", b), "ab", bytes((
+            h >> 16, h >> 8 & 255, h & 255, k >> 16 & 255, k >> 8 & 255, k & 255,
+            slot, off >> 16, off >> 8 & 255, off & 255)))
+        self._torn = True  # until the record is known to be complete
+        self._write(self._path("s", k), "ab", (idj, b"\t", body, b"\n"))  # one line
+        self._torn = False
+        self._records = slot + 1
+        self._size = off + size
+        self._count += 1
+        if slot == 0 and k > self._head and self._flags(k - 1)[1] == self.cap:
+            self._retire(k - 1)
+        return True
+
+    def ack(self, msg_id):
+        """The bridge confirmed `msg_id`: it no longer waits (acks come in any order).
+        An id that is not waiting -> False."""
+        if not _valid_id(msg_id):
+            return False
+        idj = json.dumps(msg_id).encode()
+        h = _hash(idj)
+        hit = self._scan(h % BUCKETS, h, idj)[0]
+        if hit is None:
+            return False
+        self._ack_slot(hit[0], hit[1])
         return True
 
     def pending(self):
-        """[(msg_id, msg)] oldest first; reads every file."""
+        """(msg_id, msg) of each waiting message, oldest first: a generator that reads flash
+        as it is consumed, never the backlog into RAM."""
+        for item in self._walk(self._head, 0, 0):
+            yield item[3], item[4]
+
+    def peek(self, n):
+        """The `n` oldest waiting messages: [(msg_id, msg)]."""
         out = []
-        for seq, msg_id in self._order:
-            entry = self.store.get(OUTBOX_PREFIX + str(seq))
-            if entry is not None:
-                out.append((msg_id, entry["msg"]))
+        if n > 0:
+            for item in self.pending():
+                out.append(item)
+                if len(out) >= n:
+                    break
         return out
 
-    def ack(self, msg_id):
-        """The bridge confirmed `msg_id`: delete it. Unknown id -> False."""
-        seq = self._seq(msg_id)
-        if seq is None:
-            return False
-        self._order.remove((seq, msg_id))
-        self.store.put(OUTBOX_PREFIX + str(seq), None)
-        return True
+    def drop_oldest(self, keep_type):
+        """Acknowledge (drop) the oldest waiting message whose "type" is not `keep_type` ->
+        its (msg_id, msg), or None when every waiting message is a `keep_type`. Resumes where
+        the last call with the same `keep_type` stopped (all before it are `keep_type`, and new
+        messages only come after), so a backlog of kept messages is read once, not per call."""
+        c = self._cursor
+        if c is None or c[0] != keep_type:
+            c = (keep_type, self._head, 0, 0)
+        for k, slot, end, msg_id, msg in self._walk(c[1], c[2], c[3]):
+            if isinstance(msg, dict) and msg.get("type") == keep_type:
+                self._cursor = (keep_type, k, slot + 1, end)
+                continue
+            self._ack_slot(k, slot)
+            return msg_id, msg
+        return None

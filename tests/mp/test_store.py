@@ -1,8 +1,13 @@
-"""Atomic store and durable outbox in a temporary folder (both interpreters)."""
+"""Atomic store and durable outbox in a temporary folder (both interpreters).
+
+The outbox's power-cut tests cut at every flash operation of an add, an ack or a boot repair
+(the operation raises, as a write does when the power goes; a torn variant writes half of an
+append first, as POSIX can), reboot, and require the waiting ids to be exactly those before or
+exactly those after the operation."""
 
 import os
 
-from firmware.store import Outbox, OutboxFull, Store
+from firmware.store import BUCKETS, KEY_MAX, Outbox, OutboxFull, Store, _hash
 
 
 def _tmpdir(tag):
@@ -12,7 +17,10 @@ def _tmpdir(tag):
 
 def _rmtree(path):
     for name in os.listdir(path):
-        os.remove(path + "/" + name)
+        try:
+            os.remove(path + "/" + name)
+        except OSError:  # a folder (the outbox's)
+            _rmtree(path + "/" + name)
     os.rmdir(path)
 
 
@@ -29,6 +37,10 @@ def _with_dir(tag, fn):
 
 def _ids(ob):
     return [msg_id for msg_id, _ in ob.pending()]
+
+
+def _files(root):
+    return sorted(os.listdir(root + "/outbox"))
 
 
 def _write(path, text):
@@ -65,7 +77,7 @@ def test_unchanged_value_is_not_rewritten():
 def test_bad_keys_and_values_change_nothing():
     def body(root):
         st = Store(root)
-        for key in ("", "../etc", "a/b", ".hidden", "x" * 41, None, "sp ace"):
+        for key in ("", "../etc", "a/b", ".hidden", "x" * (KEY_MAX + 1), None, "sp ace"):
             try:
                 st.put(key, 1)
             except ValueError:
@@ -122,33 +134,73 @@ def test_corrupt_file_is_reported_not_fatal():
     _with_dir("corrupt", body)
 
 
+def _seg_files(root):
+    return [n for n in _files(root) if n[0] in "as"]
+
+
 def test_outbox_order_duplicates_ack():
     def body(root):
         ob = Outbox(Store(root))
-        assert len(ob) == 0 and ob.pending() == []
+        assert len(ob) == 0 and list(ob.pending()) == [] and ob.peek(3) == []
         for i in range(12):  # past 10: order must be numeric, not by file name
             assert ob.add("m{}".format(i), {"type": "cdr", "n": i})
-        assert not ob.add("m3", {"type": "cdr", "n": 99})  # duplicate id: kept once
+        assert not ob.add("m3", {"type": "cdr", "n": 99})  # waiting: kept once
         assert len(ob) == 12
         assert [m["n"] for _, m in ob.pending()] == list(range(12))
-        assert ob.pending()[0] == ("m0", {"type": "cdr", "n": 0})
-        assert ob.ack("m0") and not ob.ack("m0") and not ob.ack("nope")
-        assert ob.ack("m5")
+        assert ob.peek(2) == [("m0", {"type": "cdr", "n": 0}), ("m1", {"type": "cdr", "n": 1})]
+        assert ob.ack("m0") and not ob.ack("m0") and not ob.ack("nope") and not ob.ack(None)
+        assert ob.ack("m5") and len(ob) == 10
         again = Outbox(Store(root))  # reboot
         assert _ids(again) == ["m{}".format(i) for i in range(12) if i not in (0, 5)]
+        assert len(again) == 10
         assert not again.add("m7", {})
-        assert again.add("m12", {"n": 12}) and _ids(again)[-1] == "m12"
-        assert again.add(7, {"n": "int id"})
-        assert _ids(Outbox(Store(root)))[-2:] == ["m12", 7]
+        assert again.add("m0", {"n": "back"})  # an acknowledged id may come again
+        assert again.add(7, {"n": "int id"}) and again.add("7", {"n": "str id"})  # two ids
+        assert not again.add(7, {})
+        assert _ids(Outbox(Store(root)))[-3:] == ["m0", 7, "7"]
+        assert again.store.problems == [] and Store(root).keys() == []
     _with_dir("outbox", body)
 
 
-def test_outbox_limit_and_damaged_entry():
+def test_outbox_acks_in_any_order_and_segments_go():
     def body(root):
-        st = Store(root)
-        ob = Outbox(st, limit=2)
-        ob.add("a", 1)
-        ob.add("b", 2)
+        ob = Outbox(Store(root), segment=4)
+        ids = ["c{}".format(i) for i in range(30)]
+        for i in ids:
+            ob.add(i, {"n": i})
+        assert _seg_files(root) == ["s{}".format(k) for k in range(8)]
+        waiting = list(ids)
+        for j in range(30):
+            victim = ids[j * 7 % 30]  # a permutation: acks far out of order
+            assert ob.ack(victim)
+            waiting.remove(victim)
+            if j % 6 == 5:
+                ob = Outbox(Store(root), segment=4)  # reboot now and then
+            assert _ids(ob) == waiting and len(ob) == len(waiting)
+        assert _seg_files(root) == ["a7", "s7"]  # only the last segment stays
+        assert ob.add("new", 1) and _ids(Outbox(Store(root), segment=4)) == ["new"]
+        assert ob.store.problems == []
+    _with_dir("anyorder", body)
+
+
+def test_outbox_pending_is_lazy_and_live():
+    def body(root):
+        ob = Outbox(Store(root), segment=2)
+        for i in range(5):
+            ob.add(i, {"n": i})
+        walk = ob.pending()
+        assert next(walk) == (0, {"n": 0})
+        assert ob.ack(1) and ob.ack(0)  # acked during the walk: not handed out
+        ob.add(5, {"n": 5})
+        assert [i for i, _ in walk] == [2, 3, 4, 5]
+    _with_dir("lazy", body)
+
+
+def test_outbox_limit_and_bad_input():
+    def body(root):
+        ob = Outbox(Store(root), limit=2)
+        assert ob.add("a", 1) and ob.add("b", 2)
+        assert not ob.add("a", 1)  # a duplicate is no overflow
         try:
             ob.add("c", 3)
         except OutboxFull:
@@ -156,17 +208,280 @@ def test_outbox_limit_and_damaged_entry():
         else:
             raise AssertionError("limit ignored")
         assert _ids(ob) == ["a", "b"]
-        _write(root + "/outbox.9.json", "{garbage")
-        st.put("outbox.x", {"id": "q", "msg": 1})
-        st.put("outbox.10", {"no": "id"})
-        again = Outbox(Store(root))
-        assert _ids(again) == ["a", "b"]
-        assert len(again.store.problems) == 3, again.store.problems  # JSON, no id, bad seq
-        assert again.add("c", 3)
+        writes = ob.writes
         for bad in (None, 1.5, True, ["x"]):
             try:
-                again.add(bad, 1)
+                ob.add(bad, 1)
             except ValueError:
                 continue
             raise AssertionError(bad)
+        for bad in (object(), {1: 2}, "x" * 8200):
+            try:
+                ob.add("d", bad)
+            except (TypeError, ValueError):
+                continue
+            raise AssertionError(bad)
+        assert ob.writes == writes and len(ob) == 2
+        assert ob.ack("a") and ob.add("c", 3) and _ids(ob) == ["b", "c"]
     _with_dir("limit", body)
+
+
+def test_outbox_drop_oldest_keeps_every_cdr():
+    def body(root):
+        ob = Outbox(Store(root), segment=3)
+        for i, kind in enumerate(("cdr", "status", "cdr", "status", "cdr")):
+            ob.add("{}-{}".format(kind, i), {"type": kind})
+        assert ob.drop_oldest("cdr") == ("status-1", {"type": "status"})
+        assert ob.drop_oldest("cdr") == ("status-3", {"type": "status"})
+        assert ob.drop_oldest("cdr") is None
+        ob.add("status-5", {"type": "status"})
+        assert ob.drop_oldest("cdr")[0] == "status-5"
+        ob.add("cdr-6", {"type": "cdr"})
+        assert ob.drop_oldest("cdr") is None
+        assert _ids(ob) == ["cdr-0", "cdr-2", "cdr-4", "cdr-6"] and len(ob) == 4
+        assert ob.drop_oldest("status") == ("cdr-0", {"type": "cdr"})  # another rule: anew
+    _with_dir("drop", body)
+
+
+def test_outbox_damage_is_reported_once_and_never_stops_boot():
+    def body(root):
+        ob = Outbox(Store(root), segment=4)
+        for i in "abc":
+            ob.add(i, {"n": i})
+        seg = root + "/outbox/s0"
+        with open(seg, "ab") as f:
+            f.write(b'{"not": "a record"\n')  # a complete line that is no record
+            f.write(b'"d"\t{"n": ')  # and a torn one after it
+        _write(root + "/outbox/s0.tmp", "half")
+        _write(root + "/outbox/junk", "?")
+        _write(root + "/outbox/a9", "\x00")  # acks of a segment that is gone
+        booted = Outbox(Store(root), segment=4)
+        problems = booted.store.problems
+        assert len(problems) == 3, problems  # tmp, junk, torn tail
+        assert len(booted) == 4  # the damaged line is found when it is read
+        assert _ids(booted) == ["a", "b", "c"] and len(booted) == 3
+        assert len(problems) == 4 and "damaged" in problems[3], problems
+        assert _ids(booted) == ["a", "b", "c"] and len(problems) == 4  # reported once
+        assert "junk.bad" in _files(root) and "a9" not in _files(root)
+        with open(root + "/outbox/bad", "rb") as f:
+            assert f.read() == b'{"not": "a record"\n'
+        again = Outbox(Store(root), segment=4)
+        assert again.store.problems == [] and _ids(again) == ["a", "b", "c"]
+        assert again.add("d", 4) and again.add("e", 5)  # a new segment begins cleanly
+        assert _ids(Outbox(Store(root), segment=4)) == ["a", "b", "c", "d", "e"]
+    _with_dir("damage", body)
+
+
+def test_outbox_moves_the_old_layout_in():
+    def body(root):
+        st = Store(root)
+        st.put("outbox.2", {"id": "b", "msg": {"n": 2}})
+        st.put("outbox.10", {"id": "c", "msg": 3})
+        st.put("outbox.1", {"id": "a", "msg": 1})
+        st.put("outbox.11", {"id": "a", "msg": 1})  # a crash between add and ack of a re-add
+        st.put("outbox.x", {"no": "id"})
+        _write(root + "/outbox.9.json", "{garbage")
+        ob = Outbox(Store(root))
+        assert _ids(ob) == ["a", "b", "c"]
+        assert len(ob.store.problems) == 2, ob.store.problems  # not JSON, not an entry
+        assert Store(root).keys() == []
+        again = Outbox(Store(root))
+        assert _ids(again) == ["a", "b", "c"] and again.store.problems == []
+    _with_dir("migrate", body)
+
+
+class _CutBox(Outbox):
+    """An outbox whose flash operations fail from the `budget`-th on (the power went); with
+    `torn`, the failing append writes half of its bytes first (POSIX can do that)."""
+
+    budget = -1  # operations that still succeed; -1: all
+    torn = False
+
+    def _dies(self):
+        if _CutBox.budget == 0:
+            return True
+        if _CutBox.budget > 0:
+            _CutBox.budget -= 1
+        return False
+
+    def _write(self, path, mode, data):
+        if self._dies():
+            if not isinstance(data, bytes):
+                data = b"".join(data)
+            if _CutBox.torn and len(data) > 1:
+                Outbox._write(self, path, mode, data[:len(data) // 2])
+            raise OSError(5)
+        Outbox._write(self, path, mode, data)
+
+    def _rename(self, src, dst):
+        if self._dies():
+            raise OSError(5)
+        Outbox._rename(self, src, dst)
+
+    def _remove(self, path):
+        if self._dies():
+            raise OSError(5)
+        Outbox._remove(self, path)
+
+
+def _cut_everywhere(tag, prepare, op, before, after):
+    """For n = 0, 1, ...: a fresh folder, prepare(outbox), then op(outbox) with the power
+    going at its n-th flash operation (both ways), until op completes. The next boot must
+    show the ids `before` or `after`, and op repeated there must give `after`."""
+    cuts = 0
+    for torn in (False, True):
+        n = 0
+        while True:
+            root = _tmpdir(tag)
+            try:
+                _CutBox.budget = -1
+                ob = _CutBox(Store(root), segment=3)
+                prepare(ob)
+                assert _ids(ob) == before
+                _CutBox.budget = n
+                _CutBox.torn = torn
+                try:
+                    op(ob)
+                    cut = False
+                except OSError:
+                    cut = True
+                _CutBox.budget = -1
+                booted = Outbox(Store(root), segment=3)
+                got = _ids(booted)
+                assert got == before or got == after, (tag, n, torn, got)
+                assert len(booted) == len(got)
+                op(booted)
+                assert _ids(booted) == after and len(booted) == len(after), (tag, n, torn)
+                assert _ids(Outbox(Store(root), segment=3)) == after
+            finally:
+                _CutBox.budget = -1
+                _rmtree(root)
+            if not cut:
+                break
+            cuts += 1
+            n += 1
+    return cuts
+
+
+def _add_all(ids):
+    def prepare(ob):
+        for i in ids:
+            ob.add(i, {"type": "cdr" if i[0] == "c" else "status", "id": i})
+    return prepare
+
+
+def _then_ack(prepare, ids):
+    def both(ob):
+        prepare(ob)
+        for i in ids:
+            assert ob.ack(i)
+    return both
+
+
+def _add(msg_id):
+    return lambda ob: ob.add(msg_id, {"type": "cdr", "id": msg_id})
+
+
+def _ack(msg_id):
+    return lambda ob: ob.ack(msg_id)
+
+
+def test_outbox_power_cut_at_every_add_write():
+    assert _cut_everywhere("cut_add", _add_all(["a", "b"]), _add("c"),
+                           ["a", "b"], ["a", "b", "c"]) >= 4
+    # a new segment begins and the full one before it, all acknowledged, is removed
+    prep = _then_ack(_add_all(["a", "b", "c"]), ["b", "a", "c"])
+    assert _cut_everywhere("cut_roll", prep, _add("d"), [], ["d"]) >= 8
+
+
+def test_outbox_power_cut_at_every_ack_write():
+    five = ["a", "b", "c", "d", "e"]
+    _cut_everywhere("cut_ack", _add_all(five), _ack("c"), five, ["a", "b", "d", "e"])
+    # the ack that completes a segment (not the last) removes it
+    prep = _then_ack(_add_all(five), ["a", "c"])
+    assert _cut_everywhere("cut_retire", prep, _ack("b"), ["b", "d", "e"], ["d", "e"]) >= 6
+
+
+def test_outbox_power_cut_while_the_id_index_is_rewritten():
+    same = []  # ids whose index entries share one bucket
+    j = 0
+    while len(same) < 5:
+        name = "k{}".format(j)
+        if _hash(('"' + name + '"').encode()) % BUCKETS == 0:
+            same.append(name)
+        j += 1
+    prep = _then_ack(_add_all(same[:4]), same[:3])
+    _cut_everywhere("cut_index", prep, _add(same[4]), [same[3]], [same[3], same[4]])
+
+    def body(root):  # the rewrite did happen: the bucket holds the two live entries
+        ob = Outbox(Store(root), segment=3)
+        prep(ob)
+        ob.add(same[4], 1)
+        assert os.stat(root + "/outbox/h0")[6] == 20
+    _with_dir("index", body)
+
+
+def test_outbox_power_cut_while_dropping():
+    _cut_everywhere("cut_drop", _add_all(["c1", "s2", "c3"]), lambda ob: ob.drop_oldest("cdr"),
+                    ["c1", "s2", "c3"], ["c1", "c3"])
+
+
+def test_outbox_power_cut_during_boot_repairs():
+    n = 0
+    while True:
+        root = _tmpdir("cut_boot")
+        try:
+            ob = Outbox(Store(root), segment=3)
+            for i in "abcd":
+                ob.add(i, {"n": i})
+            with open(root + "/outbox/s1", "ab") as f:
+                f.write(b'"e"\t{"n')  # torn tail
+            _write(root + "/outbox/s1.tmp", "x")
+            _write(root + "/outbox/junk", "?")
+            _write(root + "/outbox/a7", "\x00")
+            Store(root).put("outbox.3", {"id": "z", "msg": {"n": "z"}})  # the old layout
+            _CutBox.budget = n
+            try:
+                _CutBox(Store(root), segment=3)
+                cut = False
+            except OSError:
+                cut = True
+            _CutBox.budget = -1
+            assert _ids(Outbox(Store(root), segment=3)) == ["a", "b", "c", "d", "z"], n
+            again = Outbox(Store(root), segment=3)
+            assert again.store.problems == [] and len(again) == 5
+        finally:
+            _CutBox.budget = -1
+            _rmtree(root)
+        if not cut:
+            break
+        n += 1
+    assert n >= 5
+
+
+def test_outbox_heap_does_not_grow_with_the_backlog():
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        return  # CPython: nothing to measure
+
+    def boot_heap(root):
+        gc.collect()
+        before = gc.mem_alloc()
+        ob = Outbox(Store(root), segment=8)
+        gc.collect()
+        used = gc.mem_alloc() - before
+        assert len(ob) >= 0
+        return used
+
+    def body(root):
+        ob = Outbox(Store(root), segment=8)
+        ob.add("first", 0)
+        small = boot_heap(root)
+        for i in range(300):
+            ob.add("m{}".format(i), {"type": "status", "n": i})
+        for i in range(0, 300, 3):
+            ob.ack("m{}".format(i))
+        big = boot_heap(root)
+        assert big - small < 256, (small, big)
+    _with_dir("heap", body)
