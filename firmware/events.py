@@ -7,8 +7,9 @@ documented per kind. The shell builds events from drivers and the uplink, calls
 order. ``Controller.next_deadline()`` says when to send the next ``tick`` (ticks value or None).
 
 Shell duties the core relies on: report the pilot whenever its state OR diode_ok changes;
-report the contactor mirror after the settle window of the LATEST command (a report that
-contradicts the latest command is read as welded / stuck open); send `time` at boot; execute
+report the contactor mirror once after every command (also a repeated one) when it agrees with
+the LATEST command, or as welded / stuck open when it still disagrees after the weld
+confirmation time (hal.contactor; a report that contradicts the latest command is read so); send `time` at boot; execute
 actions in order (a CDR `outbox` comes before the `persist` None of its session). The first
 `step` after construction also emits the boot outputs: contactor open, PWM off, state, status.
 
