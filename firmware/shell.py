@@ -264,19 +264,19 @@ class Shell:
 
     def to_outbox(self, msg):
         """Persist a durable message and report CDRs and notifications. When the outbox is
-        full (uplink down for long), the oldest message that is superseded or optional (EVSE
-        status, charging notification) is dropped, loudly. A CDR is never dropped: if only
-        CDRs wait, the outbox grows past its limit (flash holds thousands)."""
+        full (uplink down for long: `Outbox.limit` messages on flash), the oldest message that
+        is superseded or optional (EVSE status, charging notification) is dropped, loudly; the
+        search resumes where the previous one stopped, so the backlog is not reread per message.
+        A CDR is never dropped: if only CDRs wait, the outbox grows past its limit."""
         box = self.outbox
         try:
             box.add(msg["id"], msg)
         except OutboxFull:
-            for old_id, old in box.pending():
-                if old.get("type") != E.MSG_CDR:
-                    box.ack(old_id)
-                    self.out("error", kind="outbox_full",
-                             message="dropped {} {} to make room".format(old.get("type"), old_id))
-                    break
+            dropped = box.drop_oldest(E.MSG_CDR)
+            if dropped is not None:
+                old_id, old = dropped
+                self.out("error", kind="outbox_full", message="dropped {} {} to make room".format(
+                    old.get("type") if isinstance(old, dict) else "?", old_id))
             else:
                 box.limit += 1
                 self.out("error", kind="outbox_full",
