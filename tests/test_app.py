@@ -219,3 +219,95 @@ def test_a_memory_error_in_the_core_is_not_swallowed(tmp_path):
     shell.core._dispatch = exhausted
     with pytest.raises(MemoryError):
         shell.feed("card", 0, UID, 0)
+
+
+def test_a_clock_before_the_build_is_not_fed_and_said_once(tmp_path, monkeypatch):
+    import time as _time
+
+    from firmware.timefmt import CLOCK_FLOOR_S
+
+    monkeypatch.setattr(_time, "time", lambda: 0.0)  # an RTC that restarted at the epoch
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)
+    errs = [e for e in kinds(events, "error") if e["kind"] == "clock"]
+    assert len(errs) == 1 and "before this firmware's build" in errs[0]["message"]
+    assert shell.core._clock is None
+    monkeypatch.setattr(_time, "time", lambda: float(CLOCK_FLOOR_S + 10))
+    shell, events, _ = make_shell(tmp_path / "b")
+    shell.boot(0)
+    assert not [e for e in kinds(events, "error") if e["kind"] == "clock"]
+    assert shell.core._clock == (0, CLOCK_FLOOR_S + 10)
+
+
+def _record(**over):
+    rec = {"lid": "b3c2a1d0-1111-4222-8333-444455556666",
+           "sid": "b3c2a1d0-1111-4222-8333-444455556666", "evse_id": "DE*ABC*E1*1",
+           "ident": {"RFIDMifareFamilyIdentification": {"UID": UID}}, "uid": UID,
+           "src": "local", "pid": None, "stop": [], "ss": 1800000000, "cs": 1800000005,
+           "ce": None, "ms": 100, "me": 400, "mb": None, "mf": False, "pa": 0, "mo": 0}
+    rec.update(over)
+    return rec
+
+
+def test_a_damaged_record_is_kept_aside_reported_once_and_its_session_billed(tmp_path):
+    key = "session.b3c2a1d0-1111-4222-8333-444455556666"
+    store = Store(str(tmp_path))
+    store.put(key, _record(cs=7258118400, ms="100"))  # year 2200; a meter start as text
+    shell, events, store = make_shell(tmp_path)
+    shell.boot(0)
+    errs = [e for e in kinds(events, "error") if e["kind"] == "restore"]
+    assert len(errs) == 1 and "cs:" in errs[0]["message"] and "ms:" in errs[0]["message"]
+    assert store.get("bad." + key)["cs"] == 7258118400  # the original, for inspection
+    assert store.get(key)["cs"] is None or store.get(key)["cs"] != 7258118400  # the repair
+    shell.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
+    run(shell, 20)
+    cdrs = kinds(events, "cdr")
+    assert len(cdrs) == 1 and cdrs[0]["record"]["MeteringCheck"] == "Failed"
+    assert cdrs[0]["record"]["SessionID"] == "b3c2a1d0-1111-4222-8333-444455556666"
+    assert not store.keys("session.")
+    shell2, events2, _ = make_shell(tmp_path)  # the next boot: nothing reported again
+    shell2.boot(0)
+    run(shell2, 20)
+    assert not [e for e in kinds(events2, "error") if e["kind"] == "restore"]
+    assert not kinds(events2, "cdr")
+
+
+def test_a_cut_while_a_repaired_record_waits_for_the_meter_bills_it_once(tmp_path):
+    key = "session.b3c2a1d0-1111-4222-8333-444455556666"
+    store = Store(str(tmp_path))
+    store.put(key, _record(lid="garbage", me=-3))
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)  # repaired (lid from the key), waits for a meter reading: power cut
+    assert len([e for e in kinds(events, "error") if e["kind"] == "restore"]) == 1
+    shell2, events2, store2 = make_shell(tmp_path)
+    shell2.boot(0)
+    assert not [e for e in kinds(events2, "error") if e["kind"] == "restore"]
+    shell2.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
+    run(shell2, 20)
+    cdrs = kinds(events2, "cdr")
+    assert len(cdrs) == 1
+    assert cdrs[0]["record"]["CPOPartnerSessionID"] == "b3c2a1d0-1111-4222-8333-444455556666"
+    assert store2.keys("session.") == []
+
+
+def test_an_old_per_evse_record_moves_to_its_session_key_and_closes_once(tmp_path):
+    store = Store(str(tmp_path))
+    store.put("session.1", _record())
+    shell, events, store = make_shell(tmp_path)
+    shell.boot(0)
+    assert store.keys("session.") == ["session.b3c2a1d0-1111-4222-8333-444455556666"]
+    assert not kinds(events, "error") or all(e["kind"] != "restore"
+                                             for e in kinds(events, "error"))
+    shell.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
+    run(shell, 20)
+    assert len(kinds(events, "cdr")) == 1 and not store.keys("session.")
+
+
+def test_a_record_of_no_evse_here_is_kept_aside_and_reported(tmp_path):
+    store = Store(str(tmp_path))
+    store.put("session.x", [1, 2])
+    shell, events, store = make_shell(tmp_path)
+    shell.boot(0)
+    errs = [e for e in kinds(events, "error") if e["kind"] == "restore"]
+    assert len(errs) == 1 and store.get("bad.session.x") == [1, 2]
+    assert not store.keys("session.")
