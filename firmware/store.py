@@ -14,7 +14,7 @@ import os
 
 _SUFFIX = ".json"
 _KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-KEY_MAX = 64  # "bad.session.<36-char local id>" is 48; littlefs names allow 255
+KEY_MAX = 40
 OUTBOX_PREFIX = "outbox."  # Store keys of the outbox before segments: migrated at boot
 OUTBOX_DIR = "outbox"  # the outbox's folder under the Store root
 SEGMENT = 64  # records per segment file (an ack is one byte: at most 255)
@@ -70,11 +70,6 @@ def _readline(f):
             break
         line += more
     return line
-
-
-def _seq_of(key):
-    seq = key[len(OUTBOX_PREFIX):]
-    return int(seq) if seq.isdigit() else 1 << 60
 
 
 def _check_key(key):
@@ -214,6 +209,7 @@ class Outbox:
         if not 1 <= segment <= 255:
             raise ValueError("outbox segment: 1-255 records, not {}".format(segment))
         self.store = store
+        self.problems = store.problems  # what was found damaged, as text (the Store's list)
         self.limit = limit  # messages; add() raises OutboxFull beyond (shell.to_outbox decides)
         self.cap = segment
         self.writes = 0  # flash operations: file writes and appends, renames, removes
@@ -260,9 +256,6 @@ class Outbox:
     def _path(self, kind, n):
         return "{}/{}{}".format(self.dir, kind, n)
 
-    def _report(self, text):
-        self.store.problems.append(text)
-
     def _boot(self):
         """Find the segments and count what waits; finish an interrupted retirement, remove
         leftovers of interrupted writes, move foreign files aside (each reported once)."""
@@ -300,7 +293,7 @@ class Outbox:
             for name in fix:
                 path = self.dir + "/" + name
                 if name.endswith(".tmp"):
-                    self._report(path + ": left over from an interrupted write, removed")
+                    self.problems.append(path + ": left over from an interrupted write, removed")
                     self._remove(path)
                 elif name[:1] == "a" and name[1:].isdigit():
                     k = int(name[1:])
@@ -311,11 +304,12 @@ class Outbox:
                         nseg -= 1
                         acked -= cap
                 else:
-                    self._report("{}: not part of the outbox, moved to {}.bad".format(path, path))
+                    self.problems.append("{}: not part of the outbox, moved to {}.bad".format(
+                        path, path))
                     self._rename(path, path + ".bad")
         if nseg == 0:
             if nidx:
-                self._report(self.dir + ": an id index without messages, removed")
+                self.problems.append(self.dir + ": an id index without messages, removed")
                 for b in range(BUCKETS):
                     if _exists(self._path("h", b)):
                         self._remove(self._path("h", b))
@@ -348,7 +342,7 @@ class Outbox:
                     lines += 1
                     size += len(line)
         if torn:
-            self._report("{}: ends in an incomplete record (interrupted write), cut off"
+            self.problems.append("{}: ends in an incomplete record (interrupted write), cut off"
                          .format(path))
             self._write(path + ".tmp", "wb", self._copy(path, size))
             self._rename(path + ".tmp", path)
@@ -374,7 +368,8 @@ class Outbox:
         is idempotent)."""
         store = self.store
         keys = store.keys(OUTBOX_PREFIX)
-        keys.sort(key=_seq_of)
+        n = len(OUTBOX_PREFIX)
+        keys.sort(key=lambda key: int(key[n:]) if key[n:].isdigit() else 1 << 60)
         for key in keys:
             entry = store.get(key)  # not JSON: reported and moved aside by get()
             if isinstance(entry, dict) and _valid_id(entry.get("id")) and "msg" in entry:
@@ -382,7 +377,7 @@ class Outbox:
                 store.put(key, None)
             elif entry is not None:
                 path = store.root + "/" + key + _SUFFIX
-                self._report("{}: not an outbox entry, moved to {}.bad".format(path, path))
+                self.problems.append("{}: not an outbox entry, moved to {}.bad".format(path, path))
                 os.rename(path, path + ".bad")
 
     # -- segments -----------------------------------------------------------------------
@@ -475,7 +470,7 @@ class Outbox:
                 msg_id = None
         if _valid_id(msg_id):
             return msg_id, msg
-        self._report("{}/s{} record {}: damaged ({} bytes), moved to {}/bad".format(
+        self.problems.append("{}/s{} record {}: damaged ({} bytes), moved to {}/bad".format(
             self.dir, k, slot, len(line), self.dir))
         self._write(self.dir + "/bad", "ab", line if line[-1] == 10 else line + b"\n")
         self._ack_slot(k, slot)
@@ -483,7 +478,7 @@ class Outbox:
 
     def _lost(self, k, slot, last):
         """Segment k ends before record `slot` although it should hold `last` (damage)."""
-        self._report("{}/s{}: ends after {} of {} records, the rest is lost".format(
+        self.problems.append("{}/s{}: ends after {} of {} records, the rest is lost".format(
             self.dir, k, slot, last))
         if k == self._tail:
             self._repair_tail()
@@ -647,16 +642,6 @@ class Outbox:
         as it is consumed, never the backlog into RAM."""
         for item in self._walk(self._head, 0, 0):
             yield item[3], item[4]
-
-    def peek(self, n):
-        """The `n` oldest waiting messages: [(msg_id, msg)]."""
-        out = []
-        if n > 0:
-            for item in self.pending():
-                out.append(item)
-                if len(out) >= n:
-                    break
-        return out
 
     def drop_oldest(self, keep_type):
         """Acknowledge (drop) the oldest waiting message whose "type" is not `keep_type` ->
