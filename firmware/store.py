@@ -14,7 +14,7 @@ import os
 
 _SUFFIX = ".json"
 _KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-KEY_MAX = 40
+KEY_MAX = 64  # "bad.session.<36-char local id>" is 48; littlefs names allow 255
 OUTBOX_PREFIX = "outbox."  # Store keys of the outbox before segments: migrated at boot
 OUTBOX_DIR = "outbox"  # the outbox's folder under the Store root
 SEGMENT = 64  # records per segment file (an ack is one byte: at most 255)
