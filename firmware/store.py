@@ -62,13 +62,13 @@ def _hash(data):
 
 def _readline(f):
     """The next line of file `f` (bytes, with its LF, or without at the end of the file), read
-    in pieces of _PIECE bytes; one longer than MSG_MAX is cut there (damage: no LF)."""
-    line = f.readline(_PIECE)
-    while line and line[-1] != 10 and len(line) < MSG_MAX:
-        more = f.readline(_PIECE)
-        if not more:
-            break
-        line += more
+    in pieces of _PIECE bytes. Of a line longer than MSG_MAX (damage) the first MSG_MAX bytes
+    or so come back, without the LF, and the rest is skipped: one line is one record."""
+    line = piece = f.readline(_PIECE)
+    while piece and piece[-1] != 10:
+        piece = f.readline(_PIECE)
+        if len(line) < MSG_MAX:
+            line += piece
     return line
 
 
@@ -324,8 +324,7 @@ class Outbox:
         """Count the complete records of the last segment (at boot, after a failed append):
         bytes after the last complete line (a write cut short on POSIX) are cut off."""
         path = self._path("s", self._tail)
-        lines = size = 0
-        torn = False
+        lines = size = total = 0
         try:
             f = open(path, "rb")
         except OSError:  # not begun yet
@@ -333,17 +332,17 @@ class Outbox:
         if f is not None:
             with f:
                 while True:
-                    line = _readline(f)
-                    if not line:
+                    chunk = f.read(_PIECE)
+                    if not chunk:
                         break
-                    if line[-1] != 10:
-                        torn = True
-                        break
-                    lines += 1
-                    size += len(line)
-        if torn:
-            self.problems.append("{}: ends in an incomplete record (interrupted write), cut off"
-                         .format(path))
+                    lines += chunk.count(b"\n")
+                    end = chunk.rfind(b"\n")
+                    if end >= 0:
+                        size = total + end + 1
+                    total += len(chunk)
+        if total > size:
+            self.problems.append("{}: {} bytes of an incomplete record (interrupted write), cut "
+                                 "off".format(path, total - size))
             self._write(path + ".tmp", "wb", self._copy(path, size))
             self._rename(path + ".tmp", path)
         records = lines if lines < self.cap else self.cap
@@ -440,7 +439,7 @@ class Outbox:
                         line = _readline(f)
                         if not line:
                             break
-                        off += len(line)
+                        off = f.tell()
                         slot += 1
                         if not flags[slot - 1]:
                             break

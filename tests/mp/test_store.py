@@ -272,6 +272,25 @@ def test_outbox_damage_is_reported_once_and_never_stops_boot():
     _with_dir("damage", body)
 
 
+def test_outbox_an_overlong_damaged_line_is_one_record():
+    def body(root):
+        ob = Outbox(Store(root), segment=4)
+        ob.add("a", 1)
+        ob.add("b", 2)
+        with open(root + "/outbox/s0", "ab") as f:
+            for _ in range(20):  # no record, longer than any record may be
+                f.write(b"x" * 1000)
+            f.write(b"\n")
+        ob = Outbox(Store(root), segment=4)
+        assert ob.add("c", 3) and ob.add("d", 4) and len(ob) == 5
+        assert _ids(ob) == ["a", "b", "c", "d"] and len(ob) == 4
+        assert len(ob.store.problems) == 1 and "damaged" in ob.store.problems[0]
+        assert ob.ack("c") and _ids(ob) == ["a", "b", "d"]
+        again = Outbox(Store(root), segment=4)
+        assert _ids(again) == ["a", "b", "d"] and again.store.problems == []
+    _with_dir("overlong", body)
+
+
 def test_outbox_moves_the_old_layout_in():
     def body(root):
         st = Store(root)
