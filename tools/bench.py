@@ -8,6 +8,8 @@ in closing notes. Each script documents what it measures; this only runs them:
   modbus   SDM630 cycle on the wire, poll CPU, CRC/parser throughput, master heap
   io       pilot/contactor poll cost and heap
   sim      tap -> contactor closed, C->B -> contactor open, boot time, firmware heap
+  outbox   heap and boot time over 0 / 1 000 / 10 000 queued messages, flash operations and
+           time per add and per ack (128k heap, code mapped from a ROMFS image)
 """
 
 import os
@@ -40,6 +42,10 @@ def main():
         failures += _run(name + " / MicroPython", mp + ["tools/bench_" + name + ".py"])
     failures += _run("sim / both", [sys.executable, "tools/bench_sim.py", "--interpreter", "both"],
                      timeout=900)
+    failures += _run("outbox / CPython", [sys.executable, "tools/bench_outbox.py", "10000"])
+    failures += _run("outbox / MicroPython (128k heap, ROMFS image)",
+                     [sys.executable, "tools/bench_outbox.py", "--micropython", "10000"],
+                     timeout=1800)
     return 1 if failures else 0
 
 
