@@ -19,8 +19,10 @@ OUTBOX_PREFIX = "outbox."  # Store keys of the outbox before segments: migrated 
 OUTBOX_DIR = "outbox"  # the outbox's folder under the Store root
 SEGMENT = 64  # records per segment file (an ack is one byte: at most 255)
 BUCKETS = 16  # files of the id index
-LIMIT = 20000  # messages the outbox holds by default
-MSG_MAX = 8192  # bytes of one record line (id and message; a CDR is ~700)
+LIMIT = 20000  # messages the outbox holds at most by default (less if the flash is smaller)
+FLASH_PER_MSG = 512  # flash bytes per message for that limit: a record is ~400, index included
+FLASH_KEEP = 65536  # flash bytes the limit leaves free for session records and the lists
+MSG_MAX = 4096  # bytes of one record line (id and message; a CDR is ~700)
 _PIECE = 1024  # bytes a line is read in (MicroPython's readline(n) allocates n up front)
 _ENTRY = 10  # bytes of an id index entry: id hash 3, segment 3, slot 1, offset 3
 
@@ -62,12 +64,12 @@ def _hash(data):
 
 def _readline(f):
     """The next line of file `f` (bytes, with its LF, or without at the end of the file), read
-    in pieces of _PIECE bytes. Of a line longer than MSG_MAX (damage) the first MSG_MAX bytes
-    or so come back, without the LF, and the rest is skipped: one line is one record."""
+    in pieces of _PIECE bytes. Of a line longer than MSG_MAX (damage) at most MSG_MAX bytes
+    come back, without the LF, and the rest is skipped: one line is one record."""
     line = piece = f.readline(_PIECE)
     while piece and piece[-1] != 10:
         piece = f.readline(_PIECE)
-        if len(line) < MSG_MAX:
+        if len(line) + len(piece) <= MSG_MAX:
             line += piece
     return line
 
@@ -192,6 +194,8 @@ class Outbox:
     RAM: a few ints and a 320-byte buffer, however long the backlog. Boot streams the folder
     (files per segment, not per message), reads the ack files of partly acknowledged segments
     and the last segment (where the next record goes): no message is parsed. `len()` is kept.
+    `limit` (messages) is by default what the flash has room for at boot (FLASH_PER_MSG each,
+    FLASH_KEEP left free), at most LIMIT: an ESP32's ~2 MB littlefs holds ~4 000.
 
     Write order; each step is one atomic file operation on littlefs (a torn append on POSIX is
     cut off at the next boot):
@@ -205,12 +209,11 @@ class Outbox:
     removes per segment); the id lookup of add/ack reads one bucket (1/16 of the index).
     """
 
-    def __init__(self, store, limit=LIMIT, segment=SEGMENT):
+    def __init__(self, store, limit=None, segment=SEGMENT):
         if not 1 <= segment <= 255:
             raise ValueError("outbox segment: 1-255 records, not {}".format(segment))
         self.store = store
         self.problems = store.problems  # what was found damaged, as text (the Store's list)
-        self.limit = limit  # messages; add() raises OutboxFull beyond (shell.to_outbox decides)
         self.cap = segment
         self.writes = 0  # flash operations: file writes and appends, renames, removes
         self.dir = store.root.rstrip("/") + "/" + OUTBOX_DIR
@@ -228,6 +231,11 @@ class Outbox:
             pass
         self._boot()
         self._migrate()
+        if limit is None:  # what the free flash holds (less a reserve), at most LIMIT
+            st = os.statvfs(self.dir)
+            limit = len(self) + (st[4] * st[1] - FLASH_KEEP) // FLASH_PER_MSG
+            limit = LIMIT if limit > LIMIT else len(self) if limit < len(self) else limit
+        self.limit = limit  # messages; add() raises OutboxFull beyond (shell.to_outbox decides)
 
     def __len__(self):
         return self._count if self._count > 0 else 0
