@@ -22,7 +22,7 @@ BUCKETS = 16  # files of the id index
 LIMIT = 20000  # messages the outbox holds at most by default (less if the flash is smaller)
 FLASH_PER_MSG = 512  # flash bytes per message for that limit: a record is ~400, index included
 FLASH_KEEP = 65536  # flash bytes the limit leaves free for session records and the lists
-MSG_MAX = 4096  # bytes of one record line (id and message; a CDR is ~700)
+MSG_MAX = 2048  # bytes of one record line (id and message; a CDR is ~700)
 _PIECE = 1024  # bytes a line is read in (MicroPython's readline(n) allocates n up front)
 _ENTRY = 10  # bytes of an id index entry: id hash 3, segment 3, slot 1, offset 3
 
@@ -354,7 +354,18 @@ class Outbox:
             self._write(path + ".tmp", "wb", self._copy(path, size))
             self._rename(path + ".tmp", path)
         records = lines if lines < self.cap else self.cap
-        self._count += records - self._records
+        flags = self._flags(self._tail)[0]
+        was = self._records - sum(flags[:self._records])  # what the count holds for the tail
+        if records < self.cap and any(flags[records:]):
+            # acks past the last record (damage): no new record may take an acknowledged
+            # slot, so the rest is acknowledged too and the segment is closed
+            gap = bytes([s for s in range(records, self.cap) if not flags[s]])
+            if gap:
+                self._write(self._path("a", self._tail), "ab", gap)
+            for s in gap:
+                flags[s] = 1
+            records = self.cap
+        self._count += records - sum(flags[:records]) - was
         self._records = records
         self._size = size
         self._torn = False
@@ -484,20 +495,25 @@ class Outbox:
         return None, None
 
     def _lost(self, k, slot, last):
-        """Segment k ends before record `slot` although it should hold `last` (damage)."""
-        self.problems.append("{}/s{}: ends after {} of {} records, the rest is lost".format(
-            self.dir, k, slot, last))
-        if k == self._tail:
-            self._repair_tail()
-            return
+        """Segment k ends at record `slot` although it holds `last` (damage): the missing
+        records are reported and count as acknowledged, with the slots after them (so nothing
+        is appended behind the gap)."""
         flags = self._flags(k)[0]
-        gap = bytes([s for s in range(slot, last) if not flags[s]])
+        gap = bytes([s for s in range(slot, self.cap) if not flags[s]])
+        lost = 0
+        for s in gap:
+            lost += s < last
+        if lost:
+            self.problems.append("{}/s{}: ends after {} records, {} lost".format(
+                self.dir, k, slot, lost))
         if gap:
             self._write(self._path("a", k), "ab", gap)
-            self._count -= len(gap)
+            self._count -= lost
             self._epoch += 1
-            if self._flags(k)[1] == self.cap:
-                self._retire(k)
+        if k == self._tail:
+            self._records = self.cap  # the next record begins a new segment
+        elif self._flags(k)[1] == self.cap:
+            self._retire(k)
 
     # -- id index -------------------------------------------------------------------------
     def _scan(self, b, h, idj):
