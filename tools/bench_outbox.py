@@ -39,7 +39,7 @@ def _alloc():
 
 
 from firmware.store import Outbox, Store  # noqa: E402
-from hal.compat import ticks_diff, ticks_ms, ticks_us  # noqa: E402
+from hal.compat import ticks_diff, ticks_us  # noqa: E402
 
 MARKS = (0, 1000)  # backlogs (besides MESSAGES) whose heap and boot time are printed
 ACKS = 1000
@@ -73,11 +73,11 @@ def _message(i):
 
 
 def _boot(root):
-    """(heap bytes held, ms) of constructing an Outbox over the folder."""
+    """(outbox, heap bytes held, ms) of constructing an Outbox over the folder."""
     base = _alloc()
-    t0 = ticks_ms()
+    t0 = ticks_us()
     ob = Outbox(Store(root))
-    ms = ticks_diff(ticks_ms(), t0)
+    ms = ticks_diff(ticks_us(), t0) / 1000
     held = _alloc() - base
     assert not ob.store.problems, ob.store.problems
     return ob, held, ms
@@ -110,16 +110,17 @@ def run(root, messages):
     out = []
     marks = [m for m in MARKS if m < messages] + [messages]
     done = writes = us = 0
-    ob = Outbox(Store(root))
+    ob = None
     for mark in marks:
-        w, t = _fill(ob, done, mark)
-        writes += w
-        us += t
-        done = mark
-        ob = None
+        if mark > done:
+            w, t = _fill(ob, done, mark)
+            writes += w
+            us += t
+            done = mark
+            ob = None
         ob, held, ms = _boot(root)
         assert len(ob) == mark
-        out.append("backlog %5d: heap %5d B, boot %4d ms" % (mark, held, ms))
+        out.append("backlog %5d: heap %5d B, boot %5.1f ms" % (mark, held, ms))
     out.append("add: %.2f flash operations, %d us per message (%d messages)" % (
         writes / messages, us // messages, messages))
     t0 = ticks_us()
@@ -159,7 +160,7 @@ def run(root, messages):
     ob = None
     ob, held, ms = _boot(root)
     assert len(ob) == messages - acks - done
-    out.append("backlog %5d after the acks: heap %5d B, boot %4d ms" % (len(ob), held, ms))
+    out.append("backlog %5d after the acks: heap %5d B, boot %5.1f ms" % (len(ob), held, ms))
     return out
 
 
