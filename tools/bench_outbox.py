@@ -186,6 +186,8 @@ def main(args):
         lines = run(root + "/flash", messages)
     finally:
         _rmtree(root + "/flash")
+        if len(args) < 2:
+            os.rmdir(root)
     print("bench_outbox %s: %d messages queued offline" % (sys.implementation.name, messages))
     for line in lines:
         print(line)
