@@ -71,7 +71,7 @@ def run(sessions):
                 c.step(("contactor", a[1], "closed" if a[2] else "open"), now)
                 count[0] += 1
 
-    feed("time", 0, 1700000000)
+    feed("time", 0, 1800000000)  # after timefmt.CLOCK_FLOOR_S
     for i in range(4):
         feed("contactor", i + 1, "open")
     # the 100-card list in ten updates of ten: no 100-string list in the heap at once
@@ -103,7 +103,7 @@ def run(sessions):
         feed("pilot", n, ("B", True))
         feed("pilot", n, ("C", True))
         meter[i] += 7000
-        now += 1000
+        now += 2500  # past the card guard time (config card_guard_ms, 2000)
         feed("meter", n, meter[i])
         feed("card", 0, uid)
         feed("card_gone", 0, None)
