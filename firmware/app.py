@@ -87,6 +87,16 @@ def run(target, flash_dir, ports=None, console=None):
                 sleep_ms(LOOP_MS - spent)
     finally:
         shell.safe_state(ticks_ms())  # whatever ended the loop, no contactor stays closed
+        if shell.uplink is not None:
+            shell.uplink.t.stop()
+    if shell.reset:  # the backend asked for a restart (reset, or a new config.json)
+        if target == "esp32":
+            import machine
+
+            machine.reset()
+        from firmware.uplink import RESET_EXIT
+
+        sys.exit(RESET_EXIT)  # the simulator's runner restarts the process
 
 
 def parse_args(argv):

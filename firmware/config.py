@@ -47,6 +47,9 @@ DEFAULTS = {
     # hal.contactor: verdict window after a command, and how long after a release the mirror
     # may still show "closed" before the contactor is declared welded (late = a warning)
     "contactor": {"settle_ms": 250, "weld_confirm_ms": 1000},
+    # the MQTT uplink (firmware.contract); url None: no uplink, the charge point stays offline
+    "uplink": {"url": None, "user": None, "password": None, "ca_file": None,
+               "keepalive_s": 30},
     "reader": {"type": "pn532", "uart": 1, "tx": None, "rx": None, "baud": None},
     "meter": {"type": "modbus", "model": "sdm630", "uart": 2, "baud": 9600, "addresses": None,
               "de_pin": None, "s0_pins": None, "pulses_per_kwh": 1000},
@@ -248,6 +251,29 @@ def load(source):
     ct = cfg["contactor"] = _obj("contactor", cfg["contactor"], DEFAULTS["contactor"])
     _int("contactor.settle_ms", ct["settle_ms"], 20, 2000)
     _int("contactor.weld_confirm_ms", ct["weld_confirm_ms"], ct["settle_ms"], 10000)
+    up = cfg["uplink"] = _obj("uplink", cfg["uplink"], DEFAULTS["uplink"])
+    url = up["url"]
+    if url is not None:
+        if not isinstance(url, str) or not (url.startswith("mqtt://")
+                                            or url.startswith("mqtts://")):
+            raise ConfigError("uplink.url", "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        hostport = url.split("://", 1)[1]
+        host, _, port = hostport.partition(":")
+        if not host or "/" in hostport or (port and not (port.isdigit()
+                                                         and 1 <= int(port) <= 65535)):
+            raise ConfigError("uplink.url", "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], "
+                              "port 1-65535, no path")
+    for k in ("user", "password", "ca_file"):
+        v = up[k]
+        if v is not None and (not isinstance(v, str) or not 1 <= len(v) <= 128):
+            raise ConfigError("uplink." + k, "must be a string of 1-128 characters or null")
+    if (up["user"] is None) != (up["password"] is None):
+        raise ConfigError("uplink.password", "user and password go together")
+    if up["ca_file"] is not None and url is not None and not url.startswith("mqtts://"):
+        raise ConfigError("uplink.ca_file", "a CA file needs an mqtts:// url")
+    if url is not None and url.startswith("mqtts://") and up["ca_file"] is None:
+        raise ConfigError("uplink.ca_file", "required for mqtts:// (the broker is verified)")
+    _int("uplink.keepalive_s", up["keepalive_s"], 5, 600)
     cfg["reader"] = _reader(cfg["reader"])
     cfg["meter"] = _meter(cfg["meter"], n)
     cfg["pins"] = _pins(cfg["pins"], n)

@@ -9,9 +9,10 @@ order. ``Controller.next_deadline()`` says when to send the next ``tick`` (ticks
 Shell duties the core relies on: report the pilot whenever its state OR diode_ok changes;
 report the contactor mirror once after every command (also a repeated one) when it agrees with
 the LATEST command, or as welded / stuck open when it still disagrees after the weld
-confirmation time (hal.contactor; a report that contradicts the latest command is read so); send `time` at boot; execute
-actions in order (a CDR `outbox` comes before the `persist` None of its session). The first
-`step` after construction also emits the boot outputs: contactor open, PWM off, state, status.
+confirmation time (hal.contactor; a report that contradicts the latest command is read so);
+send `time` at boot once the wall clock is plausible; execute actions in order (a CDR
+`outbox` comes before the `persist` None of its session). The first `step` after construction
+also emits the boot outputs: contactor open, PWM off, state, status.
 
 Events (shell -> core)
 ----------------------

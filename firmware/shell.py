@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from firmware import contract
 from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import new_session_id
@@ -51,13 +52,28 @@ def emit(ev, **fields):
 class Shell:
     """Owns the board, the core, the store and the outbox; runs one control-loop pass at a time."""
 
-    def __init__(self, cfg, board, store, out=emit):
+    def __init__(self, cfg, board, store, out=emit, transport=None):
         self.cfg = cfg
         self.board = board
         self.store = store
         self.outbox = Outbox(store)
         self.out = out
         self.core = Controller(cfg, lambda: new_session_id(os.urandom(16)))
+        self.uplink = None  # firmware.uplink.Uplink when config "uplink.url" is set
+        self.reset = False  # the backend asked for a restart (reset / config change)
+        up = cfg.get("uplink") or {}
+        if transport is None and up.get("url"):
+            from firmware.mqtt import Transport
+
+            transport = Transport(up["url"], cfg["cp_id"], up.get("user"), up.get("password"),
+                                  up.get("ca_file"), up.get("keepalive_s", 30),
+                                  will=(contract.availability_topic(cfg["cp_id"]),
+                                        contract.OFFLINE, True, contract.QOS))
+        if transport is not None:
+            from firmware.uplink import Uplink
+
+            self.uplink = Uplink(cfg, self.outbox, store, transport, out,
+                                 new_session_id(os.urandom(16))[:8])
         n = len(cfg["evses"])
         self.pp_amps = [None] * n
         self.meter_failed = [False] * n
@@ -81,7 +97,7 @@ class Shell:
         else:  # an RTC that restarted: no record may leave with a made-up date
             self.out("error", kind=E.ERR_CLOCK, message="clock {} is before this firmware's "
                      "build: unknown until the network sets it".format(wall))
-        self.feed(E.EV_ONLINE, 0, False, now)  # no uplink in this build: offline policy rules
+        self.feed(E.EV_ONLINE, 0, False, now)  # online once the uplink says it is connected
         data = store.get("locallist")
         if data is None:
             data = store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
@@ -94,6 +110,8 @@ class Shell:
                      message="local list: must be an object with 'version' and 'uids'")
         for key in store.keys(KEY_PREFIX):
             self.restore(key, now)
+        if self.uplink is not None:
+            self.uplink.start()  # connects in the background: online when it says so
         self.next_pp = now
         self.next_gc = now
         self.next_purge = ticks_add(now, PURGE_EVERY_MS)
@@ -198,6 +216,16 @@ class Shell:
                     if amps != self.pp_amps[i]:
                         self.pp_amps[i] = amps
                         self.feed(E.EV_PP, i + 1, amps, now)
+        up = self.uplink
+        if up is not None:
+            ev = up.poll(now)
+            if ev is not None:
+                acts = self.feed(ev[0], ev[1], ev[2], now)
+                if ev[0] == E.EV_LOCAL_LIST:
+                    up.answer_local_list(acts)
+            if up.reset_requested:
+                self.reset = True
+                self.running = False
         deadline = self.core.next_deadline()
         if deadline is not None and ticks_diff(now, deadline) >= 0:
             self.feed(E.EV_TICK, 0, None, now)
@@ -226,7 +254,8 @@ class Shell:
         """One event into the core; its actions are executed in order. Most actions are only
         reported: the JSON event is named after the action (firmware/events.py has the data)."""
         out = self.out
-        for name, n, value in self.core.step((kind, evse, data), now):  # n: EVSE number
+        acts = self.core.step((kind, evse, data), now)
+        for name, n, value in acts:  # n: EVSE number
             if name == E.A_CONTACTOR:
                 self.board.contactors[n - 1].set(value, now)
                 out(name, evse=n, closed=value)
@@ -251,16 +280,20 @@ class Shell:
                     code=value.get("code"))
             elif name == E.A_REPLY:
                 out(name, **value)
+                if self.uplink is not None:
+                    self.uplink.reply(value)
             elif name == E.A_DISPLAY:
                 out(name, evse=n, message=value)
             elif name == E.A_ERROR:
                 out(name, evse=n, kind=value[0], message=value[1])
             elif name == E.A_SEND:
-                # No uplink in this build: say so; the request's deadline makes the core go
-                # offline.
-                out("error", kind="uplink", message="offline, not sent: " + value.get("type", "?"))
+                if self.uplink is None or not self.uplink.request(value, now):
+                    # the request's deadline makes the core apply the offline policy
+                    out("error", kind="uplink", message="offline, not sent: "
+                        + value.get("type", "?"))
             else:
                 raise KeyError(name)  # not in the contract: a core bug, not bad input
+        return acts
 
     def to_outbox(self, msg):
         """Persist a durable message and report CDRs and notifications. When the outbox is
@@ -282,6 +315,8 @@ class Shell:
                 self.out("error", kind="outbox_full",
                          message="only CDRs waiting; limit raised to " + str(box.limit))
             box.add(msg["id"], msg)
+        if self.uplink is not None:
+            self.uplink.durable_added()
         kind = msg.get("type")
         if kind == E.MSG_CDR:
             self.out("cdr", session_id=msg.get("SessionID"), record=msg)

@@ -660,6 +660,15 @@ class Outbox:
         self._ack_slot(hit[0], hit[1])
         return True
 
+    def walk(self, pos=None):
+        """(pos, msg_id, msg) of each waiting message after position `pos` (None: from the
+        oldest), oldest first, read from flash as consumed. `pos` of an item resumes right
+        after it: a sender keeps the last one and walks on later, also after acks (a segment
+        that was deleted meanwhile is skipped) and adds (they come after it)."""
+        k, slot, off = (self._head, 0, 0) if pos is None else pos
+        for item in self._walk(k, slot, off):
+            yield (item[0], item[1] + 1, item[2]), item[3], item[4]
+
     def pending(self):
         """(msg_id, msg) of each waiting message, oldest first: a generator that reads flash
         as it is consumed, never the backlog into RAM."""
