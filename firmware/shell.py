@@ -182,11 +182,7 @@ class Shell:
         if ev is not None:
             kind, data = ev
             if kind == "tap":
-                uid = data[0]
-                if data[1] == 5:  # EM4100 (RDM6300): 5 bytes -> a 7-byte OICP UID
-                    from hal.rdm6300 import oicp_uid
-
-                    uid = oicp_uid(uid)
+                uid = data[0]  # the driver gives the OICP form (RDM6300: 0000 + EM4100 id)
                 out("card", uid=uid, bytes=data[1])
                 self.feed(E.EV_CARD, 0, uid, now)
             elif kind == "gone":

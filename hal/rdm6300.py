@@ -4,11 +4,12 @@ Frame: 0x02, 10 ASCII hex digits (5 data bytes: version/customer byte + 4-byte t
 2 ASCII hex digits of checksum (XOR of the 5 data bytes), 0x03. A byte-wise state machine
 resyncs on the next 0x02 after anything malformed; bytes outside valid frames are counted.
 
-UID format: the event carries the 5 data bytes as 10 upper-case hex chars, nbytes = 5
-(`("tap", ("100086F444", 5))`). OICP only takes 8/14/20 hex chars, so `oicp_uid` maps the
-EM4100 id losslessly to 14 chars by prefixing `0000` (a 7-byte "UID" whose manufacturer byte is
-00, which no ISO 14443 card carries, so it cannot collide with a real 7-byte UID). Keeping the
-version byte avoids collisions between customers; an EMP must register EM4100 cards in this form.
+UID format: what the chip means is the driver's business, so the event carries the OICP UID,
+nbytes = 5 (`("tap", ("0000100086F444", 5))`). OICP only takes 8/14/20 hex chars, so the 5 data
+bytes (10 hex chars) map losslessly to 14 chars by prefixing `0000` (`oicp_uid`): a 7-byte
+"UID" whose manufacturer byte is 00, which no ISO 14443 card carries, so it cannot collide with
+a real 7-byte UID. Keeping the version byte avoids collisions between customers; an EMP must
+register EM4100 cards in this form.
 
 Presence: the module variants differ (hardware.md §2): "special" modules repeat the frame every
 ~50-65 ms while the card is in the field, "standard" ones send it once per presentation. We report
@@ -175,7 +176,7 @@ class RDM6300:
         self.frames += 1
         self._junk_run = 0
         self._last_seen = now
-        uid = bytes(self._data[:5]).hex().upper()
+        uid = "0000" + bytes(self._data[:5]).hex().upper()  # oicp_uid: the OICP form
         ev = None
         if uid != self._present:
             if self._present is not None:

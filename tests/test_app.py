@@ -86,10 +86,10 @@ def test_a_local_card_charges_and_the_cdr_lands_in_the_outbox(tmp_path):
     assert any(m.get("type") == "cdr" for _, m in shell.outbox.pending())
 
 
-def test_rdm6300_ids_become_oicp_uids(tmp_path):
+def test_the_shell_passes_the_drivers_oicp_uid_as_is(tmp_path):
     shell, events, _ = make_shell(tmp_path)
     shell.boot(0)
-    shell.board.reader.queue.append(("tap", ("0A1B2C3D4E", 5)))
+    shell.board.reader.queue.append(("tap", ("00000A1B2C3D4E", 5)))  # the RDM6300's form
     run(shell, 10)
     assert kinds(events, "card")[0]["uid"] == "00000A1B2C3D4E"
 

@@ -51,12 +51,12 @@ def test_golden_frame():
     drv = RDM6300(uart)
     uart.feed(GOLDEN)
     events, _ = run(drv, 30, T0)
-    assert [e[1] for e in events] == [("tap", ("100086F444", 5))]
+    assert [e[1] for e in events] == [("tap", ("0000100086F444", 5))]
     assert drv.frames == 1 and drv.garbage == 0
 
 
 def test_oicp_uid_mapping():
-    assert oicp_uid("100086F444") == "0000100086F444"
+    assert oicp_uid("0000100086F444") == "0000100086F444"
     assert oicp_uid("deadbeef") == "DEADBEEF"
     assert oicp_uid("04A1B2C3D4E5F6") == "04A1B2C3D4E5F6"
     for bad in ("12345", "XYZ0123456", ""):
@@ -72,7 +72,7 @@ def test_lowercase_digits_accepted():
     drv = RDM6300(uart)
     uart.feed(GOLDEN.lower())
     events, _ = run(drv, 30, T0)
-    assert [e[1] for e in events] == [("tap", ("100086F444", 5))]
+    assert [e[1] for e in events] == [("tap", ("0000100086F444", 5))]
 
 
 def test_resync_after_garbage_and_broken_frames():
@@ -85,7 +85,7 @@ def test_resync_after_garbage_and_broken_frames():
         drv = RDM6300(uart)
         uart.feed(b"\xff\x00junk" + bad_ck + no_etx + bad_digit + cut + GOLDEN + b"\x7f")
         events, _ = run(drv, 500, T0, step=5)
-        assert [e[1] for e in events[:1]] == [("tap", ("100086F444", 5))], chunk
+        assert [e[1] for e in events[:1]] == [("tap", ("0000100086F444", 5))], chunk
         assert drv.bad_frames == 4 and drv.frames == 1, chunk
         assert drv.garbage == 6 + 14 + 14 + 14 + 7 + 1, (chunk, drv.garbage)
 
@@ -121,8 +121,8 @@ def test_card_swap_gone_then_tap():
     drv = RDM6300(uart)
     uart.feed(GOLDEN + other)
     events, _ = run(drv, 50, T0)
-    assert [e[1] for e in events] == [("tap", ("100086F444", 5)), ("gone", "100086F444"),
-                                      ("tap", ("0102030405", 5))]
+    assert [e[1] for e in events] == [("tap", ("0000100086F444", 5)), ("gone", "0000100086F444"),
+                                      ("tap", ("00000102030405", 5))]
 
 
 def test_garbage_stream_fails_then_ok_and_tap():
@@ -134,7 +134,7 @@ def test_garbage_stream_fails_then_ok_and_tap():
     assert drv.failed
     uart.feed(GOLDEN)
     events, t = run(drv, 50, t)
-    assert [e[1] for e in events] == [("ok", None), ("tap", ("100086F444", 5))]
+    assert [e[1] for e in events] == [("ok", None), ("tap", ("0000100086F444", 5))]
 
 
 def test_silence_is_not_failure():
