@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import sys
-import time
 
 from firmware import contract
 from firmware import events as E
@@ -91,7 +90,7 @@ class Shell:
         store = self.store
         for problem in store.problems:
             self.out("error", kind="store", message=str(problem))
-        wall = int(time.time())
+        wall = self.board.wall_clock()
         if wall >= CLOCK_FLOOR_S:
             self.feed(E.EV_TIME, 0, wall, now)
         else:  # an RTC that restarted: no record may leave with a made-up date

@@ -52,3 +52,14 @@ class Board:
         self.pilots = pilots
         self.proximity = proximity  # None entries for tethered cables
         self.bus = bus  # SharedBus when the meters are Modbus, else None
+        self.clock_offset_s = 0  # seconds to add to time.time(): see wall_clock
+
+    def wall_clock(self):
+        """The board's wall clock: integer seconds since 1970-01-01 UTC. A board without a
+        battery-backed RTC restarts it with the power (at 1970 or, on ports whose epoch is
+        2000-01-01, there: set `clock_offset_s` = 946684800 for such a port), so the value may
+        be nonsense until NTP or the backend sets it: the shell and the core judge it against
+        timefmt.CLOCK_FLOOR_S, and both epochs lie far before that floor."""
+        import time
+
+        return int(time.time()) + self.clock_offset_s

@@ -96,7 +96,13 @@ def build_off_target(config, open_port, simio, reader=None, meter=None):
             io.append((SimLine(sio, e, "coil"), SimLine(sio, e, "mirror"),
                        SimLine(sio, e, "pwm"), SimLine(sio, e, "cp"),
                        None if evses[e - 1]["cable"] == "tethered" else SimLine(sio, e, "pp")))
-        return wire(config, io, reader_uart, meter_uart)
+        board = wire(config, io, reader_uart, meter_uart)
+        import os
+        import time
+
+        if os.getenv("MPEVSE_RTC_FROM_EPOCH"):  # the simulator's board without RTC backup
+            board.clock_offset_s = -int(time.time())
+        return board
     except Exception:
         for s in streams:
             if s is not None and hasattr(s, "close"):
