@@ -18,7 +18,7 @@ from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import new_session_id
 from firmware.session import KEY_PREFIX, Session, is_session_id, record_key
-from firmware.store import Outbox, OutboxFull
+from firmware.store import Outbox
 from firmware.timefmt import CLOCK_FLOOR_S
 from hal.compat import ticks_add, ticks_diff
 from hal.iec61851 import DUTY_OFF
@@ -291,25 +291,17 @@ class Shell:
         return acts
 
     def to_outbox(self, msg):
-        """Persist a durable message and report CDRs and notifications. When the outbox is
-        full (uplink down for long: `Outbox.limit` messages on flash), the oldest message that
-        is superseded or optional (EVSE status, charging notification) is dropped, loudly; the
-        search resumes where the previous one stopped, so the backlog is not reread per message.
-        A CDR is never dropped: if only CDRs wait, the outbox grows past its limit."""
-        box = self.outbox
+        """Persist a durable message under the outbox's policy (Outbox.offer: superseded EVSE
+        status collapsed, oldest non-CDR dropped when full, CDRs never), say what it dropped,
+        tell the uplink, and report CDRs and notifications."""
         try:
-            box.add(msg["id"], msg)
-        except OutboxFull:
-            dropped = box.drop_oldest(E.MSG_CDR)
-            if dropped is not None:
-                old_id, old = dropped
-                self.out("error", kind="outbox_full", message="dropped {} {} to make room".format(
-                    old.get("type") if isinstance(old, dict) else "?", old_id))
-            else:
-                box.limit += 1
-                self.out("error", kind="outbox_full",
-                         message="only CDRs waiting; limit raised to " + str(box.limit))
-            box.add(msg["id"], msg)
+            for problem in self.outbox.offer(msg):
+                self.out("error", kind="outbox_full", message=problem)
+        except (OSError, ValueError) as e:  # flash full or broken, a record over 2 KB: the
+            # message cannot be kept; say so loudly rather than stop charging (a reset loop)
+            self.out("error", kind="outbox", message="{} {} not stored: {}".format(
+                msg.get("type"), msg.get("id"), e))
+            return
         if self.uplink is not None:
             self.uplink.durable_added()
         kind = msg.get("type")

@@ -224,6 +224,7 @@ class Outbox:
         self._head = self._tail = 0  # segments: none below head; tail takes new records
         self._records = self._size = 0  # the tail's records and bytes
         self._count = 0
+        self._status = {}  # EvseID -> id of its newest waiting status (see offer)
         self._torn = False  # an append to the tail failed: recount it before the next
         try:
             os.mkdir(self.dir)
@@ -235,7 +236,7 @@ class Outbox:
             st = os.statvfs(self.dir)
             limit = len(self) + (st[4] * st[1] - FLASH_KEEP) // FLASH_PER_MSG
             limit = LIMIT if limit > LIMIT else len(self) if limit < len(self) else limit
-        self.limit = limit  # messages; add() raises OutboxFull beyond (shell.to_outbox decides)
+        self.limit = limit  # messages; add() raises OutboxFull beyond (offer() decides)
 
     def __len__(self):
         return self._count if self._count > 0 else 0
@@ -599,6 +600,36 @@ class Outbox:
                     return
 
     # -- the interface ----------------------------------------------------------------------
+    def offer(self, msg):
+        """Add a durable message (a dict with "id" and "type") under the outbox's policy; ->
+        a list of problems to report (empty when it simply went in).
+        - An EVSE status supersedes the one still waiting for the same EvseID (remembered
+          since boot): the older is dropped, so at most one status per EVSE waits.
+        - Full (`limit`): the oldest message that is not a CDR is dropped (said); a CDR is
+          never dropped: when only CDRs wait, the limit grows by one (said) -- flash holds
+          more than the limit, which keeps FLASH_KEEP free."""
+        said = []
+        msg_id = msg["id"]
+        if msg.get("type") == "evse_status":
+            ev = msg.get("EvseID")
+            old = self._status.get(ev)
+            if old is not None and old != msg_id:
+                self.ack(old)  # superseded: the newer status says all the older one did
+            self._status[ev] = msg_id
+        try:
+            self.add(msg_id, msg)
+        except OutboxFull:
+            dropped = self.drop_oldest("cdr")
+            if dropped is not None:
+                said.append("outbox full: dropped {} {} to make room".format(
+                    dropped[1].get("type") if isinstance(dropped[1], dict) else "?",
+                    dropped[0]))
+            else:
+                self.limit += 1
+                said.append("outbox full of CDRs: limit raised to {}".format(self.limit))
+            self.add(msg_id, msg)
+        return said
+
     def add(self, msg_id, msg):
         """Persist `msg` (JSON-able) under `msg_id` (str or int) after everything waiting.
         An id already waiting is kept once -> False. OutboxFull at `limit` messages;

@@ -527,3 +527,21 @@ def test_outbox_heap_does_not_grow_with_the_backlog():
         big = boot_heap(root)
         assert big - small < 256, (small, big)
     _with_dir("heap", body)
+
+
+def test_offer_collapses_superseded_status_and_never_drops_a_cdr():
+    def body(root):
+        ob = Outbox(Store(root), limit=3)
+        st = {"type": "evse_status", "EvseID": "DE*ABC*E1"}
+        assert ob.offer(dict(st, id="s1", EvseStatus="Occupied")) == []
+        assert ob.offer(dict(st, id="s2", EvseStatus="Available")) == []
+        assert _ids(ob) == ["s2"]  # the older status for the same EVSE is gone
+        assert ob.offer(dict(st, id="t1", EvseID="DE*ABC*E2", EvseStatus="Occupied")) == []
+        assert ob.offer({"type": "cdr", "id": "c1"}) == []
+        said = ob.offer({"type": "cdr", "id": "c2"})  # full: the oldest non-CDR goes
+        assert len(said) == 1 and "dropped evse_status s2" in said[0]
+        assert _ids(ob) == ["t1", "c1", "c2"]
+        ob.offer({"type": "cdr", "id": "c3"})
+        said = ob.offer({"type": "cdr", "id": "c4"})  # only CDRs: the limit grows, loudly
+        assert _ids(ob) == ["c1", "c2", "c3", "c4"] and "limit raised" in said[0]
+    _with_dir("offer", body)
