@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STUBS  := .stubs/esp32
+DEPS   := .deps/umqtt/simple.py
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -16,13 +17,20 @@ $(VENV)/.dev: $(VENV)/.base
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# umqtt.simple 1.3.4 (PyPI sdist without setup.py): downloaded, sha256-checked, unpacked into
+# .deps/ (git-ignored); tools/build.py compiles it into the image, firmware/mqtt.py finds it on
+# CPython. Re-run when tools/deps.py changes the pin.
+$(DEPS): tools/deps.py | $(VENV)/.base
+	$(PY) -m tools.deps
+	touch $@
+
 # micropython-esp32-stubs installs top-level .pyi files (machine.pyi, ...): keep them in their own
 # folder so they never shadow CPython modules; only the esp32 board is checked against them.
 $(STUBS)/.stamp: $(VENV)/.dev
 	$(PY) -m pip install -q --target $(STUBS) micropython-esp32-stubs
 	touch $@
 
-demo: $(VENV)/.dev
+demo: $(VENV)/.dev $(DEPS)
 	$(PY) -m host_sim demo
 
 lint: $(VENV)/.dev
@@ -31,12 +39,12 @@ lint: $(VENV)/.dev
 typecheck: $(STUBS)/.stamp
 	MYPYPATH=$(STUBS) $(VENV)/bin/mypy --config-file tools/mypy-esp32.ini hal/boards/esp32.py
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(DEPS)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev $(DEPS)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.bench
 
 clean:

@@ -40,8 +40,8 @@ print(json.dumps(files))
 
 
 def test_romfs_image_holds_exactly_the_compiled_packages(tmp_path):
-    """MicroPython's own VfsRom reads back every firmware/ and hal/ .mpy, byte for byte, and
-    nothing else (no folded sources, no tests, no launcher)."""
+    """MicroPython's own VfsRom reads back every firmware/, hal/ and umqtt/ (tools/deps.py)
+    .mpy, byte for byte, and nothing else (no folded sources, no tests, no launcher)."""
     import json
 
     from tests.mpy import run_mp
@@ -53,13 +53,14 @@ def test_romfs_image_holds_exactly_the_compiled_packages(tmp_path):
     assert res.returncode == 0, res.stderr
     in_rom = {k: bytes.fromhex(v) for k, v in json.loads(res.stdout).items()}
     expected = {}
-    for pkg in ("firmware", "hal"):
+    for pkg in ("firmware", "hal", "umqtt"):
         for folder, _dirs, files in os.walk(os.path.join(out, pkg)):
             for name in files:
                 path = os.path.join(folder, name)
                 with open(path, "rb") as f:
                     expected[os.path.relpath(path, out)] = f.read()
-    assert "firmware/controller.mpy" in expected and in_rom == expected
+    assert "firmware/controller.mpy" in expected and "umqtt/simple.mpy" in expected
+    assert in_rom == expected
     with open(os.path.join(out, IMAGE), "rb") as f:
         first = f.read()
     build(out)  # unchanged tree: the same bytes, file not rewritten

@@ -8,7 +8,11 @@ device-side tests (`tests/mp/`) are folded the same way into `<out>/tests/mp/`, 
 MicroPython they exercise exactly the image. `.mpy` files whose source is gone are removed so a
 deleted module cannot linger in the build.
 
-The same tree, `firmware/` and `hal/` only, is then packed into one ROMFS image,
+The third-party modules the firmware imports (`umqtt/simple.py`, fetched and hash-checked into
+`.deps/` by `tools/deps.py`, which the build runs if the file is missing) are compiled as they
+are, without folding, into `<out>/umqtt/`.
+
+The same tree, `firmware/`, `hal/` and `umqtt/` only, is then packed into one ROMFS image,
 `<out>/firmware.romfs` (mpremote's writer): what an ESP32 with a ROMFS partition is flashed with
 (`mpremote romfs deploy build/mpy/firmware.romfs`) and what the simulator's MicroPython runs,
 mapped outside the heap by `host_sim/romboot.py`.
@@ -25,6 +29,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "build", "mpy")
 PACKAGES = ("firmware", "hal")
+DEPENDENCIES = ("umqtt",)  # third-party packages in the image, from tools/deps.py
 IMAGE = "firmware.romfs"
 
 
@@ -102,8 +107,9 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
                 or os.path.getmtime(dst) < os.path.getmtime(src):
             compile_file(rel, src, dst, exe, timeout_s)
             compiled.append(dst_rel)
+    compiled += _build_dependencies(out_dir, exe, timeout_s, wanted)
     removed = []  # whatever a deleted module or test left: compiled, folded source, test copy
-    for top in PACKAGES + (".src", "tests"):
+    for top in PACKAGES + DEPENDENCIES + (".src", "tests"):
         for folder, _dirs, files in os.walk(os.path.join(out_dir, top)):
             for name in files:
                 rel = os.path.relpath(os.path.join(folder, name), out_dir)
@@ -112,6 +118,22 @@ def build(out_dir=DEFAULT_OUT, root=ROOT, timeout_s=60):
                     removed.append(rel)
     _write_if_changed(os.path.join(out_dir, IMAGE), romfs_image(out_dir))
     return compiled, removed
+
+
+def _build_dependencies(out_dir, exe, timeout_s, wanted):
+    """Compile the fetched third-party modules (unfolded: not our code, no constants of ours)
+    into `<out_dir>/umqtt/...`; add what they need to `wanted`; -> the compiled paths."""
+    from tools import deps
+
+    src = deps.ensure()
+    rel = deps.MODULE.replace(os.sep, "/")  # umqtt/simple.py
+    dst_rel = rel[:-3] + ".mpy"
+    wanted.add(dst_rel)
+    dst = os.path.join(out_dir, dst_rel)
+    if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
+        compile_file(rel, src, dst, exe, timeout_s)
+        return [dst_rel]
+    return []
 
 
 def compile_file(rel, src, dst, exe=None, timeout_s=60):
@@ -138,8 +160,9 @@ def image_with(out_dir, module, src):
 
 
 def romfs_image(out_dir, extra=()):
-    """The ROMFS image of the compiled packages (sorted, so the same tree gives the same bytes),
-    plus `extra` top-level (name, .mpy path) files: a benchmark harness or a test probe."""
+    """The ROMFS image of the compiled packages and dependencies (sorted, so the same tree gives
+    the same bytes), plus `extra` top-level (name, .mpy path) files: a benchmark harness or a
+    test probe."""
     from mpremote.romfs import VfsRomWriter
 
     rom = VfsRomWriter()
@@ -155,7 +178,7 @@ def romfs_image(out_dir, extra=()):
                 with open(path, "rb") as f:
                     rom.mkfile(name, f.read())
 
-    for pkg in PACKAGES:
+    for pkg in PACKAGES + DEPENDENCIES:
         rom.opendir(pkg)
         add(os.path.join(out_dir, pkg))
         rom.closedir()
