@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STUBS  := .stubs/esp32
 DEPS   := .deps/umqtt/simple.py
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean mosquitto
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,13 @@ lint: $(VENV)/.dev
 typecheck: $(STUBS)/.stamp
 	MYPYPATH=$(STUBS) $(VENV)/bin/mypy --config-file tools/mypy-esp32.ini hal/boards/esp32.py
 
-pytest: $(VENV)/.dev $(DEPS)
+# The broker tests need Mosquitto, and CI must run them, never skip them: tools/mosquitto/
+# install.sh installs it with apt-get when we are root (as in CI), else prints a note. It does
+# nothing when mosquitto is already there.
+mosquitto:
+	@sh tools/mosquitto/install.sh
+
+pytest: $(VENV)/.dev $(DEPS) mosquitto
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest
 
 test: lint typecheck pytest
