@@ -5,8 +5,9 @@ both import this module, so a topic or a field has one spelling. Payloads are co
 JSON objects whose field names are OICP 2.3's as-is (`EvseID`, `SessionID`, `Identification`,
 `AuthorizationStatus`, `StatusCode`, ...; ../shared/reference/oicp-2.3-cpo.md) plus our own
 `type` and `id`. MQTT 3.1.1; every topic below is under the charge point's own tree, so a
-broker ACL confines a device (tools/mosquitto: user = cp_id may publish `mpevse/<cp_id>/#`
-except `down/#`, and subscribe only to `mpevse/<cp_id>/down/#`).
+broker ACL confines a device (tools/mosquitto/acl: user = cp_id may publish only to its
+`availability`, `birth`, `status/#` and `up/#`, and read only its `down/#`; the backend
+account reads `mpevse/+/#` and writes `mpevse/+/down/#`). A new up branch needs an ACL line.
 
 Topics (`<cp>` = config `cp_id`, `<n>` = EVSE number 1..4)
 -----------------------------------------------------------
