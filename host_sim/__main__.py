@@ -3,13 +3,17 @@
     python -m host_sim run [--interpreter cpython|micropython] [--evses N]
                            [--local-card UID ...] [--reader pn532|rdm6300] [--config FILE]
                            [--reader-port PORT] [--flash DIR]
-    python -m host_sim scenario FILE [--interpreter cpython|micropython] [-v]
+                           [--broker mqtt[s]://HOST[:PORT]] [--cp-id ID]
+                           [--broker-ca FILE] [--broker-user U --broker-password P]
+    python -m host_sim scenario FILE [--interpreter cpython|micropython] [-v] [--broker ...]
     python -m host_sim demo [--interpreter cpython|micropython]
 
 `run` reads console commands (host_sim.console) from stdin, one per line, and writes one JSON
 object per line to stdout for every event; end of input means `quit`. `--reader-port` is bench
 mode: a real PN532/RDM6300 on a USB-serial adapter (any pyserial URL) replaces the virtual
-reader; only the CPython host board can open it.
+reader; only the CPython host board can open it. `--broker` connects the charge point's uplink
+to that MQTT broker through the simulated network (console `broker down|up|stall`; see
+host_sim.runner); `--cp-id` replaces the default SIM01 (the EvseIDs stay DE*SIM*E0001*<n>).
 """
 
 import argparse
@@ -39,7 +43,8 @@ def _run(args):
         sim = runner.Simulation(
             interpreter=args.interpreter, evses=args.evses, reader=args.reader,
             local_cards=args.local_card or (), config_file=args.config,
-            reader_port=args.reader_port, flash=args.flash, on_event=print_event)
+            reader_port=args.reader_port, flash=args.flash, on_event=print_event,
+            **_broker_options(args))
     except (runner.RunnerError, ValueError) as e:
         print("host_sim run: {}".format(e), file=sys.stderr)
         return 2
@@ -66,7 +71,24 @@ def _run(args):
 def _scenario(args):
     from host_sim import scenario
 
-    return scenario.main(args.file, interpreter=args.interpreter, verbose=args.verbose)
+    return scenario.main(args.file, interpreter=args.interpreter, verbose=args.verbose,
+                         **_broker_options(args))
+
+
+def _broker_options(args):
+    return {"broker": args.broker, "cp_id": args.cp_id, "broker_ca": args.broker_ca,
+            "broker_user": args.broker_user, "broker_password": args.broker_password}
+
+
+def _add_broker_flags(p):
+    p.add_argument("--broker", metavar="URL",
+                   help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]: the uplink's broker, reached "
+                        "through the simulated network (console: broker down|up|stall)")
+    p.add_argument("--cp-id", metavar="ID", help="the charge point's id (default SIM01)")
+    p.add_argument("--broker-ca", metavar="FILE",
+                   help="the CA certificate that signed an mqtts broker's certificate")
+    p.add_argument("--broker-user", metavar="U", help="the uplink's MQTT user name")
+    p.add_argument("--broker-password", metavar="P", help="the uplink's MQTT password")
 
 
 def _demo(args):
@@ -91,11 +113,13 @@ def build_parser():
     r.add_argument("--reader-port", metavar="PORT",
                    help="bench mode: a real reader at this pyserial port/URL (cpython only)")
     r.add_argument("--flash", metavar="DIR", help="flash directory (default: a temporary one)")
+    _add_broker_flags(r)
     r.set_defaults(func=_run)
     s = sub.add_parser("scenario", help="run a scenario file, exit non-zero on a failure")
     s.add_argument("file")
     s.add_argument("--interpreter", **interp)
     s.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+    _add_broker_flags(s)
     s.set_defaults(func=_scenario)
     d = sub.add_parser("demo", help="a narrated scripted session")
     d.add_argument("--interpreter", **interp)

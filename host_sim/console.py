@@ -43,6 +43,12 @@ report one `error` event and go on. Commands (N = EVSE number 1..evses):
                                  counting), the reader is unpowered; then the firmware restarts
                                  on the same flash dir and drives the lines again from its
                                  `hello`
+    broker down|up|stall         the charge point's network (with --broker; the broker itself
+                                 runs on): `down` closes every connection to the broker
+                                 abruptly and refuses new ones; `stall` is a black hole
+                                 (connections stay open, nothing passes either way, new ones
+                                 are accepted and never forwarded); `up` restores it (stalled
+                                 connections resume, those opened during the stall are reset)
     wait SECONDS                 let the simulation run
     status | heap                ask the firmware for a snapshot / its heap figures
     quit                         stop everything
@@ -50,7 +56,7 @@ report one `error` event and go on. Commands (N = EVSE number 1..evses):
 Each command the runner executes shows as one runner event (host_sim.runner, README):
 `tap`/`remove`/`reader ...` -> `reader` (action tap|remove|noise|dropout|foreign), `plug`/`pp`/
 `ev` -> `ev` (action plug|pp|charge|ventilate|pause|unplug), `fault`/`clear`/`contactor`/
-`meter` -> `device`, `power_cut` -> `power_cut` then `restart`.
+`meter` -> `device`, `power_cut` -> `power_cut` then `restart`, `broker` -> `net` (state).
 """
 
 from host_sim.devices.pn532 import FOREIGN as PN532_FOREIGN
@@ -68,6 +74,7 @@ MAX_KWH = 999999.0  # host_sim.devices.sdm.MAX_KWH: the float32 register's resol
 MAX_TRAVEL_MS = 5000.0  # host_sim.devices.contactor.MAX_TRAVEL_S
 MAX_NOISE_BYTES = 4096  # one UART receive buffer of the simulated pty (PtyPort.rx_limit)
 MAX_DROPOUT_S = 60.0  # longer is not a "brief" drop-out: use `remove` and `tap`
+NET_STATES = ("down", "up", "stall")  # host_sim.netproxy.STATES
 READER_FOREIGN = {"pn532": PN532_FOREIGN, "rdm6300": RDM6300_FOREIGN}
 HEX_DIGITS = "0123456789abcdefABCDEF"
 
@@ -84,6 +91,7 @@ USAGE = {
     "meter": "meter fail|ok | meter set N KWH | meter reset N",
     "reader": "reader noise BYTES | reader dropout SECONDS | reader foreign [KIND]",
     "power_cut": "power_cut [SECONDS]",
+    "broker": "broker " + "|".join(NET_STATES),
     "wait": "wait SECONDS",
     "status": "status",
     "heap": "heap",
@@ -277,6 +285,11 @@ def _reader(args, reader):
         reader or "the reader")))
 
 
+def _broker(args, _evses):
+    _count(args, 1)
+    return (_choice(args[0], NET_STATES, "network state"),)
+
+
 def _seconds(args, _evses, default=None):
     _count(args, 0 if default is not None else 1, 1)
     if not args:
@@ -299,6 +312,7 @@ _ARGS = {
     "contactor": _contactor,
     "meter": _meter,
     "power_cut": _power_cut,
+    "broker": _broker,
     "wait": _seconds,
     "status": _no_args,
     "heap": _no_args,

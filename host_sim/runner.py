@@ -13,19 +13,40 @@ devices (host_sim.console lists them):
                the card is back) | foreign (kind, hex = the frame)
     device     evse, fault weld|stuck|...|clear; or meter set|reset (evse, kwh); or contactor
                timing (evse, make_ms, release_ms); `meter fail|ok`: fault meter_fail|meter_ok
-    power_cut  outage_s, status (the killed firmware's exit status); then `restart` (boot)
+    power_cut  outage_s, status (the killed firmware's exit status); then `restart` (boot,
+               reason power_cut)
+    restart    boot, reason reset, status 75, exit_t: the firmware exited with
+               firmware.uplink.RESET_EXIT (the backend asked for a reset or a new config) and
+               was started again on the same flash dir, power on (no `firmware_exit`)
+    net        state up|down|stall, connections, closed: `broker up|down|stall` changed the
+               charge point's network (host_sim.netproxy); conn N, action open|closed, by?,
+               error?: one of the firmware's connections through it opened or closed
+    outbox     depth: the number of durable messages on the firmware's flash changed (with
+               --broker; the runner asks with `status` and keeps the answer to itself)
     error      kind command, command, message: a command that was refused
 
-One thread reads the firmware's stdout and stamps each line on arrival; everything else (device
-I/O, console commands) runs in the caller's thread through `pump(seconds)`, so the devices are
+One thread reads the firmware's stdout and stamps each line on arrival; the network proxy (with
+--broker) runs in its own thread and touches only its sockets; everything else (device I/O,
+console commands) runs in the caller's thread through `pump(seconds)`, so the devices are
 never touched from two threads. Every wait is bounded; `close()` (also via `with`) kills the
-firmware and closes the ptys, whatever happened before.
+firmware and closes the ptys and the proxy, whatever happened before.
+
+The uplink (`broker=`, the `--broker` flags): the firmware's config.json gets an "uplink"
+section whose url points at a loopback TCP proxy to the broker (host_sim.netproxy), so the
+console can cut the charge point's network without touching the broker. The url keeps the
+broker's host name when it is a loopback name (a TLS certificate for `localhost` or
+127.0.0.1 then still matches: the proxy listens on the address that name resolves to first);
+a remote broker is reached as mqtt://127.0.0.1:PORT, and mqtts:// to a remote broker is
+refused (the certificate could not match 127.0.0.1; see README). `broker_ca` is copied into
+the flash dir (BROKER_CA) and uplink.ca_file names the copy, so the firmware process can
+always read it.
 """
 
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +54,9 @@ import threading
 import time
 from collections import deque
 
-from host_sim import console
+from firmware.ids import IdError, check_cp_id
+from firmware.uplink import RESET_EXIT
+from host_sim import console, netproxy
 from tools import build
 
 ROOT = build.ROOT
@@ -48,6 +71,13 @@ MP_HEAP = "128k"
 READERS = ("pn532", "rdm6300")
 ROM_SLOT_MAX = 32 * 4096 - len("MPEVSE_ROM=") - 1  # MAX_ARG_STRLEN, less the name and the NUL
 METER_BAUD = 9600  # one SDM120 per EVSE on one bus, slave address = EVSE number
+CP_ID = "SIM01"
+BROKER_CA = "broker-ca.pem"  # the copy of --broker-ca in the flash dir
+MAX_UPLINK_TEXT = 128  # firmware.config: uplink.user/password/ca_file are 1-128 characters
+OUTBOX_POLL_S = 0.5  # with --broker: ask the firmware for its outbox depth this often
+OUTBOX_ASK_TIMEOUT_S = 5.0  # an unanswered ask is forgotten after this
+# firmware events after which the outbox depth may have changed: ask at once
+OUTBOX_TRIGGERS = ("ready", "notification", "cdr", "uplink", "session_end", "status")
 
 
 class RunnerError(Exception):
@@ -111,11 +141,11 @@ def build_for_micropython(build_dir):
         build.compile_file("host_sim/romboot.py", src, dst)
 
 
-def make_config(evses, reader, overrides):
+def make_config(evses, reader, overrides, cp_id=None):
     """The firmware's config.json for a simulated charge point; firmware.config fills in the
     defaults. `overrides` (from `set config.KEY VALUE`) replace top-level keys."""
     cfg = {
-        "cp_id": "SIM01",
+        "cp_id": cp_id or CP_ID,
         "reader": reader,
         "evses": [{"evse_id": "DE*SIM*E0001*{}".format(i + 1), "max_current_a": 32,
                    "cable": "socket"} for i in range(evses)],
@@ -144,6 +174,7 @@ class FirmwareProcess:
             raise RunnerError("cannot start the firmware {}: {}".format(argv[0], e)) from None
         self.started_t = clock()
         self.expected_exit = False
+        self.ready = False  # it printed `ready` (a reset exit before that is a death)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -224,7 +255,8 @@ class Simulation:
 
     def __init__(self, interpreter="cpython", evses=1, reader="pn532", local_cards=(),
                  config=None, config_file=None, reader_port=None, flash=None, on_event=None,
-                 boot_timeout_s=None, bench_factory=None, command_factory=None):
+                 boot_timeout_s=None, bench_factory=None, command_factory=None, broker=None,
+                 cp_id=None, broker_ca=None, broker_user=None, broker_password=None):
         if interpreter not in INTERPRETERS:
             raise RunnerError("interpreter must be one of {}".format("|".join(INTERPRETERS)))
         if reader not in READERS:
@@ -234,6 +266,12 @@ class Simulation:
         if reader_port and interpreter != "cpython":
             raise RunnerError("--reader-port (a real reader) needs --interpreter cpython: only "
                               "the host board opens pyserial URLs")
+        self._broker = check_broker(broker, cp_id, broker_ca, broker_user, broker_password)
+        self.broker = broker
+        self.cp_id = cp_id
+        self.broker_ca = broker_ca
+        self.broker_user = broker_user
+        self.broker_password = broker_password
         self.interpreter = interpreter
         self.evses = evses
         self.reader = reader
@@ -256,6 +294,15 @@ class Simulation:
         self.flash = None
         self.bench = None
         self.fw = None
+        self.net = None  # host_sim.netproxy.NetProxy with a broker
+        self.uplink_url = None  # what the firmware's config says (the proxy)
+        self._booting = False
+        self._reset_due = None  # t at which the firmware exited with RESET_EXIT
+        self._asks = deque()  # "user"/"runner" per `status` the firmware has not answered
+        self._ask_t = 0.0
+        self._next_outbox_ask = 0.0
+        self._fw_says_outbox = False  # the firmware prints `outbox` itself: no asking
+        self.outbox_depth = None  # the last `outbox` depth recorded
 
     # -- life cycle ------------------------------------------------------------------------
     def __enter__(self):
@@ -277,6 +324,8 @@ class Simulation:
         self._tmp = tempfile.mkdtemp(prefix="mpevse-sim-")
         self.flash = os.path.abspath(self._flash_arg or os.path.join(self._tmp, "flash"))
         os.makedirs(self.flash, exist_ok=True)
+        if self._broker is not None:
+            self._start_net()
         self._write_flash()
         self.build_dir = os.path.join(ROOT, "build", "mpy")
         if self.interpreter == "micropython":
@@ -289,16 +338,77 @@ class Simulation:
                              with_reader=not self.reader_port, clock=self.now)
         self._boot()
 
-    def _write_flash(self):
-        if self.config_file:
+    def _start_net(self):
+        """The proxy between the firmware and the broker (module doc: which host name)."""
+        scheme, host, port = self._broker
+        try:
+            addresses = netproxy.resolve(host, port)
+        except ValueError as e:
+            raise RunnerError(str(e)) from None
+        if netproxy.is_loopback(addresses):
+            family, addr = addresses[0]
+            url_host, listen = host, (addr[0], family)
+        elif scheme == "mqtts":
+            raise RunnerError(
+                "--broker {}: the simulated network reaches a remote broker as 127.0.0.1, "
+                "which its TLS certificate cannot match; use a broker on a loopback name "
+                "(localhost, 127.0.0.1) or mqtt://".format(self.broker))
+        else:
+            url_host, listen = "127.0.0.1", ("127.0.0.1", socket.AF_INET)
+        try:
+            self.net = netproxy.NetProxy(addresses[0], listen=listen, clock=self.now).start()
+        except netproxy.ProxyError as e:
+            raise RunnerError(str(e)) from None
+        self.uplink_url = "{}://{}:{}".format(scheme, url_host, self.net.port)
+
+    def _uplink_section(self, old):
+        """config.json "uplink" for the broker: the given section (keepalive_s, ...) with the
+        url of the proxy, the credentials and the CA copied into the flash dir."""
+        up = dict(old) if isinstance(old, dict) else {}
+        up["url"] = self.uplink_url
+        if self.broker_user is not None:
+            up["user"], up["password"] = self.broker_user, self.broker_password
+        if self.broker_ca is not None:
+            dst = os.path.join(self.flash, BROKER_CA)
             try:
-                shutil.copyfile(self.config_file, os.path.join(self.flash, "config.json"))
+                shutil.copyfile(self.broker_ca, dst)
+            except OSError as e:
+                raise RunnerError("cannot copy --broker-ca {}: {}".format(self.broker_ca, e)) \
+                    from None
+            if len(dst) > MAX_UPLINK_TEXT:
+                raise RunnerError("the CA file's path in the flash dir is longer than {} "
+                                  "characters (config.json uplink.ca_file): {}; use a shorter "
+                                  "--flash".format(MAX_UPLINK_TEXT, dst))
+            up["ca_file"] = dst
+        elif self.uplink_url.startswith("mqtt://"):
+            up["ca_file"] = None
+        return up
+
+    def _write_flash(self):
+        path = os.path.join(self.flash, "config.json")
+        if self.config_file and self._broker is None and self.cp_id is None:
+            try:
+                shutil.copyfile(self.config_file, path)
             except OSError as e:
                 raise RunnerError("cannot copy --config {}: {}".format(self.config_file, e)) \
                     from None
         else:
-            cfg = make_config(self.evses, self.reader, self.config)
-            _write_json(os.path.join(self.flash, "config.json"), cfg)
+            if self.config_file:
+                try:
+                    with open(self.config_file) as f:
+                        cfg = json.load(f)
+                except (OSError, ValueError) as e:
+                    raise RunnerError("cannot read --config {} to add the broker or cp_id to "
+                                      "it: {}".format(self.config_file, e)) from None
+                if not isinstance(cfg, dict):
+                    raise RunnerError("--config {}: not a JSON object".format(self.config_file))
+                if self.cp_id is not None:
+                    cfg["cp_id"] = self.cp_id
+            else:
+                cfg = make_config(self.evses, self.reader, self.config, self.cp_id)
+            if self._broker is not None:
+                cfg["uplink"] = self._uplink_section(cfg.get("uplink"))
+            _write_json(path, cfg)
         auth = os.path.join(self.flash, "authlist.json")
         if self.local_cards or not os.path.exists(auth):
             _write_json(auth, {"version": 1, "uids": self.local_cards})
@@ -311,17 +421,24 @@ class Simulation:
         self.boot_count += 1
         stderr_path = os.path.join(self._tmp, "firmware-{}.stderr".format(self.boot_count))
         cwd = boot_dir(self.build_dir) if self.interpreter == "micropython" else ROOT
+        self._asks.clear()
+        self.outbox_depth = None
+        self._next_outbox_ask = 0.0
         self.fw = FirmwareProcess(argv, env, self.now, stderr_path, cwd=cwd)
         start = len(self.events)
         deadline = self.now() + self.boot_timeout_s
-        while self.now() < deadline:
-            self.pump(0.02)
-            if any(e.get("ev") == "ready" for e in self.events[start:]):
-                return
-            if self.fatal is not None:
-                said = [e for e in self.events[start:] if e.get("ev") == "error"]
-                raise RunnerError("the firmware died while booting: {}".format(
-                    "\n".join(json.dumps(e) for e in said)))
+        self._booting = True
+        try:
+            while self.now() < deadline:
+                self.pump(0.02)
+                if any(e.get("ev") == "ready" for e in self.events[start:]):
+                    return
+                if self.fatal is not None:
+                    said = [e for e in self.events[start:] if e.get("ev") == "error"]
+                    raise RunnerError("the firmware died while booting: {}".format(
+                        "\n".join(json.dumps(e) for e in said)))
+        finally:
+            self._booting = False
         raise RunnerError("the firmware did not print `ready` within {} s; stderr:\n{}".format(
             self.boot_timeout_s, self.fw.stderr_tail()))
 
@@ -332,6 +449,10 @@ class Simulation:
         if self.bench is not None:
             self.bench.close()
             self.bench = None
+        if self.net is not None:
+            self.net.close()
+            self._collect()
+            self.net = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -359,15 +480,17 @@ class Simulation:
             held.extend((t, 0, text) for t, text in self.fw.lines())
         if self.bench is not None:
             held.extend((t, 1, fields) for t, fields in self.bench.drain_events())
+        if self.net is not None:
+            held.extend((t, 2, fields) for t, fields in self.net.drain_events())
         if held:
             held.sort(key=lambda item: item[0])
             n = len(held) if upto is None else sum(1 for item in held if item[0] <= upto)
             ready, self._held = held[:n], held[n:]
             for t, source, payload in ready:
                 if source == 0:
-                    self._record(_as_event(t, payload))
+                    self._firmware_line(t, payload)
                 else:
-                    event = {"t": round(t, 3), "ev": "sim"}
+                    event = {"t": round(t, 3), "ev": "sim" if source == 1 else "net"}
                     event.update(payload)
                     self._record(event)
         fw = self.fw
@@ -375,9 +498,60 @@ class Simulation:
                 and not fw.expected_exit:
             fw.finished_reading()
             for t, text in fw.lines():  # whatever it printed before it died
-                self._record(_as_event(t, text))
+                self._firmware_line(t, text)
+            if fw.poll() == RESET_EXIT and fw.ready:  # pump() starts it again
+                fw.expected_exit = True
+                self._reset_due = self.now()
+                return
             self.fatal = self.emit("error", kind="firmware_exit", status=fw.poll(),
                                    stderr=fw.stderr_tail())
+
+    def _firmware_line(self, t, text):
+        """Record one stamped firmware line; answers to the runner's own `status` asks become
+        `outbox` events (only when the depth changed) instead of `snapshot`s."""
+        event = _as_event(t, text)
+        kind = event["ev"]
+        if kind == "snapshot" and self._asks:
+            who = self._asks.popleft()
+            depth = event.get("outbox")
+            if self._broker is not None and not self._fw_says_outbox \
+                    and isinstance(depth, int) and not isinstance(depth, bool):
+                self._outbox_depth(t, depth)
+            if who == "runner":
+                return
+        elif kind == "outbox":
+            self._fw_says_outbox = True
+            self.outbox_depth = event.get("depth")
+        elif kind == "ready" and self.fw is not None:
+            self.fw.ready = True
+        self._record(event)
+        if kind in OUTBOX_TRIGGERS:
+            self._next_outbox_ask = 0.0
+
+    def _outbox_depth(self, t, depth):
+        if depth != self.outbox_depth:
+            self.outbox_depth = depth
+            self._record({"t": round(t, 3), "ev": "outbox", "depth": depth})
+
+    def _ask_outbox(self):
+        """With a broker, ask the firmware for its outbox depth (`status`): every
+        OUTBOX_POLL_S, at once after an event that may change it, one ask at a time; never
+        once the firmware prints `outbox` events itself."""
+        fw = self.fw
+        if self._broker is None or self._fw_says_outbox or self._booting or fw is None \
+                or not fw.ready or fw.expected_exit or fw.poll() is not None:
+            return
+        now = self.now()
+        if "runner" in self._asks:
+            if now - self._ask_t < OUTBOX_ASK_TIMEOUT_S:
+                return
+            self._asks.clear()  # never answered: a late answer is then a plain snapshot
+        if now < self._next_outbox_ask:
+            return
+        self._next_outbox_ask = now + OUTBOX_POLL_S
+        if fw.send("status"):
+            self._asks.append("runner")
+            self._ask_t = now
 
     def pump(self, seconds):
         """Run devices and collect events for `seconds` (at least one round)."""
@@ -385,8 +559,24 @@ class Simulation:
         while True:
             self.bench.run_once(max(0.0, min(0.005, deadline - self.now())))
             self._collect()
+            if self._reset_due is not None and not self._booting:
+                self._restart_after_reset()
+            self._ask_outbox()
             if self.now() >= deadline:
                 return
+
+    def _restart_after_reset(self):
+        """The firmware exited with RESET_EXIT (the backend's reset or config change): start
+        it again on the same flash dir. Unlike a power cut the supply stays: the devices
+        keep their state, the coil and pilot lines keep what the old process set last (its
+        safe state) until the new one says `hello` and drives them. `restart` once `ready`.
+        A firmware that cannot boot again raises RunnerError like any failed boot."""
+        exit_t, self._reset_due = self._reset_due, None
+        status = self.fw.poll()
+        self.fw.kill()  # already gone: only waits, bounded, and closes the pipes
+        self._boot()
+        self.emit("restart", boot=self.boot_count, reason="reset", status=status,
+                  exit_t=round(exit_t, 3))
 
     # -- console commands ------------------------------------------------------------------
     def command_line(self, line):
@@ -450,9 +640,15 @@ class Simulation:
         elif name == "power_cut":
             self.power_cut(args[0])
         elif name == "status":
-            self._to_firmware(name)
-            if hasattr(self.bench, "status"):
-                self.emit("devices", devices=self.bench.status())
+            if self._to_firmware(name):
+                self._asks.append("user")
+            devices = self.bench.status() if hasattr(self.bench, "status") else {}
+            if self.net is not None:
+                devices["net"] = self.net.status()
+            if devices:
+                self.emit("devices", devices=devices)
+        elif name == "broker":
+            self.network(args[0])
         elif name == "heap":
             self._to_firmware(name)
         elif name == "quit":
@@ -474,6 +670,21 @@ class Simulation:
         if self.fw is None or not self.fw.send(line):
             self.emit("error", kind="command", command=line.split()[0],
                       message="the firmware is not running")
+            return False
+        return True
+
+    def network(self, state):
+        """The charge point's network goes up|down|stall (host_sim.netproxy); one `net`
+        event {state, connections, closed} once the proxy has done it. ValueError (an
+        `error` event from `command`) without a broker or if the proxy failed."""
+        if self.net is None:
+            raise ValueError("no network to cut: start with --broker URL (scenario: set "
+                             "broker URL)")
+        try:
+            result = self.net.set_state(state)
+        except netproxy.ProxyError as e:
+            raise ValueError(str(e)) from None
+        self.emit("net", **result)
 
     def power_cut(self, outage_s=0.0):
         """The whole controller loses power for `outage_s` seconds, then boots again.
@@ -489,6 +700,7 @@ class Simulation:
         the same flash directory; the pilot and coils are driven again from the firmware's
         simio `hello` on. `restart` is recorded once it printed `ready`."""
         t = self.now()
+        self._reset_due = None  # a reset exit not yet restarted: the power cut restarts it
         self.fw.expected_exit = True
         self.fw.kill()
         self.bench.power_off(t)
@@ -499,7 +711,42 @@ class Simulation:
             self.pump(outage_s)
         self.bench.power_restore(self.now())
         self._boot()
-        self.emit("restart", boot=self.boot_count)
+        self.emit("restart", boot=self.boot_count, reason="power_cut")
+
+
+def check_broker(url, cp_id, ca, user, password):
+    """The broker options checked at the edge; (scheme, host, port) or None without a broker.
+    RunnerError names the option and the rule (the firmware's config rules, firmware.config,
+    plus: the CA file must exist)."""
+    if cp_id is not None:
+        try:
+            check_cp_id(cp_id)
+        except IdError as e:
+            raise RunnerError("--cp-id: {}".format(e)) from None
+    if url is None:
+        extra = [n for n, v in (("--broker-ca", ca), ("--broker-user", user),
+                                ("--broker-password", password)) if v is not None]
+        if extra:
+            raise RunnerError("{} without --broker".format(", ".join(extra)))
+        return None
+    try:
+        parsed = netproxy.parse_broker_url(url)
+    except ValueError as e:
+        raise RunnerError("--broker: {}".format(e)) from None
+    if (user is None) != (password is None):
+        raise RunnerError("--broker-user and --broker-password go together")
+    for name, value in (("--broker-user", user), ("--broker-password", password)):
+        if value is not None and not (isinstance(value, str)
+                                      and 1 <= len(value) <= MAX_UPLINK_TEXT):
+            raise RunnerError("{} must be 1-{} characters".format(name, MAX_UPLINK_TEXT))
+    if parsed[0] == "mqtts" and ca is None:
+        raise RunnerError("--broker mqtts://... needs --broker-ca FILE (the firmware verifies "
+                          "the broker)")
+    if parsed[0] == "mqtt" and ca is not None:
+        raise RunnerError("--broker-ca needs an mqtts:// broker")
+    if ca is not None and not os.path.isfile(ca):
+        raise RunnerError("--broker-ca {}: no such file".format(ca))
+    return parsed
 
 
 def _as_event(t, text):

@@ -12,6 +12,10 @@ Syntax, one statement per line, `#` starts a comment:
     set local_card 04A1B2C3        config.KEY VALUE (a firmware config.json entry, JSON value)
     set config.connection_timeout_s 10
     set timeout 5                default window for expectations without `within` (s)
+    set broker mqtt://127.0.0.1:1883   connect to a broker through the simulated network
+    set cp_id CP-A                 (host_sim.runner); also broker_ca FILE, broker_user U,
+                                   broker_password P. The command line's --broker/--cp-id/...
+                                   flags win over these (a test passes its own broker)
 
     tap 04A1B2C3                 any console command (see host_sim.console); every one but
                                  `wait` starts a new window
@@ -23,10 +27,12 @@ Syntax, one statement per line, `#` starts a comment:
     expect exactly COUNT KIND ...  exactly COUNT such events in the window
 
 KIND is the event's "ev" (contactor, state, pilot, auth, session_start, session_end, cdr,
-status, error, pwm, notification, ev, device, reader, power_cut, restart, ...). N is the EVSE
-number. PRIMARY is a shorthand for the kind's main field: contactor `closed|open`, state/pilot
-the state, auth the result, status the OICP status, error the kind, ev and reader the action,
-device the fault, notification the type, pwm the duty, session_end the reason. FIELD names a
+status, error, pwm, notification, ev, device, reader, power_cut, restart, uplink, net,
+outbox, ...). N is the EVSE number. PRIMARY is a shorthand for the kind's main field:
+contactor `closed|open`, state/pilot the state, auth the result, status the OICP status,
+error the kind, ev and reader the action, device the fault, notification the type, pwm the
+duty, session_end the reason, uplink `connected|disconnected`, net the state (up|down|stall),
+restart the reason (reset|power_cut); `outbox` has none: `expect outbox depth 0`. FIELD names a
 field of the event; a dotted path (`record.SessionID`) goes into nested objects, and a name
 missing at the top level is looked up one level down (so `cdr energy_kwh` finds
 `record.energy_kwh`). OP is one of == != >= <= > < (default ==) or `~` (the value's text
@@ -53,6 +59,9 @@ Examples:
     expect session_end 1 reason EVDisconnected
     expect cdr energy_kwh >= 0.01
     expect no contactor 1 closed within 2
+    broker down
+    expect uplink disconnected within 5
+    expect outbox depth > 0 within 5
 """
 
 import json
@@ -62,7 +71,9 @@ from host_sim import console
 
 OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "~")
 DEFAULT_TIMEOUT_S = 5.0
-SET_KEYS = ("evses", "reader", "local_card", "timeout")
+SET_KEYS = ("evses", "reader", "local_card", "timeout", "broker", "cp_id", "broker_ca",
+            "broker_user", "broker_password")
+BROKER_KEYS = ("broker", "cp_id", "broker_ca", "broker_user", "broker_password")
 
 # kind -> (primary field, word -> value map or None)
 PRIMARY = {
@@ -78,6 +89,9 @@ PRIMARY = {
     "pwm": ("duty", None),
     "session_end": ("reason", None),
     "reader": ("action", None),
+    "uplink": ("connected", {"connected": True, "disconnected": False}),
+    "net": ("state", None),
+    "restart": ("reason", None),
 }
 
 
@@ -230,6 +244,7 @@ def parse_scenario(text):
     ("cmd", line, (name, args), text) | ("expect", line, Expectation) | ("mark", line)."""
     options = {"evses": 1, "reader": "pn532", "local_cards": [], "config": {},
                "timeout": DEFAULT_TIMEOUT_S}
+    options.update((k, None) for k in BROKER_KEYS)
     steps = []
     for line_no, raw in enumerate(text.splitlines(), 1):
         line = console.strip_comment(raw)
@@ -270,9 +285,26 @@ def _apply_set(options, line_no, words):
             raise ScenarioSyntaxError("line {}: {}".format(line_no, e)) from None
     elif key == "timeout" and _num(value) is not None and 0 < float(value) <= 600:
         options["timeout"] = float(value)
+    elif key in BROKER_KEYS:
+        options[key] = _broker_value(line_no, key, value)
     else:
         raise ScenarioSyntaxError("line {}: bad setting {} {!r} (keys: {}, config.KEY)".format(
             line_no, key, value, ", ".join(SET_KEYS)))
+
+
+def _broker_value(line_no, key, value):
+    """`set broker URL` / `set cp_id ID` checked like the command line's flags."""
+    from firmware.ids import check_cp_id
+    from host_sim.netproxy import parse_broker_url
+
+    try:
+        if key == "broker":
+            parse_broker_url(value)
+        elif key == "cp_id":
+            check_cp_id(value)
+    except ValueError as e:
+        raise ScenarioSyntaxError("line {}: set {}: {}".format(line_no, key, e)) from None
+    return value
 
 
 class ScenarioFailed(AssertionError):
@@ -350,7 +382,9 @@ def run_steps(sim, steps, default_timeout=DEFAULT_TIMEOUT_S, log=None):
                 line_no, text, json.dumps(sim.fatal)))
 
 
-def main(path, interpreter="cpython", verbose=False, flash=None):
+def main(path, interpreter="cpython", verbose=False, flash=None, **broker):
+    """Run one scenario file. `broker`: broker, cp_id, broker_ca, broker_user,
+    broker_password (the command line's flags); those not None win over the file's `set`."""
     from host_sim.runner import RunnerError, Simulation  # runner imports devices lazily
 
     try:
@@ -360,10 +394,14 @@ def main(path, interpreter="cpython", verbose=False, flash=None):
         print("scenario: {}: {}".format(path, e), file=sys.stderr)
         return 2
     log = (lambda s: print(s, file=sys.stderr)) if verbose else None
+    unknown = set(broker) - set(BROKER_KEYS)
+    if unknown:
+        raise TypeError("unknown option(s): {}".format(", ".join(sorted(unknown))))
+    net = {k: broker[k] if broker.get(k) is not None else options[k] for k in BROKER_KEYS}
     try:
         with Simulation(interpreter=interpreter, evses=options["evses"],
                         reader=options["reader"], local_cards=options["local_cards"],
-                        config=options["config"], flash=flash) as sim:
+                        config=options["config"], flash=flash, **net) as sim:
             run_steps(sim, steps, options["timeout"], log)
     except ScenarioFailed as e:
         print("scenario {} FAILED ({})\n{}".format(path, interpreter, e), file=sys.stderr)
