@@ -22,9 +22,11 @@ broker). States:
 One thread runs the proxy (poll() on every socket plus a wake-up socketpair for state
 changes); `set_state` hands the change to it and waits (bounded) until it is done, so the
 caller's event comes after the change. The thread stamps connection open/close with `clock`
-into a queue the runner drains (`drain_events`). At most MAX_CONNECTIONS connections at
-once (more are reset on accept), at most MAX_BUFFER bytes held per direction (reading stops
-until the other side takes them). `close()` closes everything and joins the thread, bounded.
+into a queue the runner drains (`drain_events`); should the thread ever fail, its last event is
+{"failed": repr(exception)} and every later `set_state` raises ProxyError. At most
+MAX_CONNECTIONS connections at once (more are reset on accept), at most MAX_BUFFER bytes held
+per direction (reading stops until the other side takes them). `close()` closes everything
+and joins the thread, bounded.
 """
 
 import errno
@@ -189,6 +191,9 @@ class NetProxy:
         self._thread = None
 
     def _call(self, command, timeout_s):
+        if self._thread is None or not self._thread.is_alive():
+            raise ProxyError("the network proxy is not running{}".format(
+                "" if self.failure is None else ": {!r}".format(self.failure)))
         done = threading.Event()
         slot = {}
         with self._lock:
@@ -218,8 +223,11 @@ class NetProxy:
         try:
             while not self._closing:
                 self._step()
-        except Exception as e:  # noqa: BLE001 - kept for the caller's ProxyError, then ends
+        except Exception as e:  # noqa: BLE001 - reported (event, ProxyError), then it ends
             self.failure = e
+            with self._lock:
+                self._events.append((self.clock() if self.clock is not None else None,
+                                     {"failed": repr(e)}))
         finally:
             for conn in list(self._conns):
                 self._drop(conn, "closed", abrupt=True)

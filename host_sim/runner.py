@@ -23,7 +23,8 @@ devices (host_sim.console lists them):
                error?: one of the firmware's connections through it opened or closed
     outbox     depth: the number of durable messages on the firmware's flash changed (with
                --broker; the runner asks with `status` and keeps the answer to itself)
-    error      kind command, command, message: a command that was refused
+    error      kind command, command, message: a command that was refused; kind net: the
+               network proxy's thread failed (message)
 
 One thread reads the firmware's stdout and stamps each line on arrival; the network proxy (with
 --broker) runs in its own thread and touches only its sockets; everything else (device I/O,
@@ -489,6 +490,9 @@ class Simulation:
             for t, source, payload in ready:
                 if source == 0:
                     self._firmware_line(t, payload)
+                elif source == 2 and "failed" in payload:  # the proxy's thread is gone
+                    self._record({"t": round(t, 3), "ev": "error", "kind": "net",
+                                  "message": "the network proxy failed: " + payload["failed"]})
                 else:
                     event = {"t": round(t, 3), "ev": "sim" if source == 1 else "net"}
                     event.update(payload)

@@ -511,6 +511,25 @@ def test_broker_commands_cut_and_restore_the_firmware_connection():
         broker.close()
 
 
+def test_a_failed_proxy_thread_is_reported_not_silent():
+    broker = StandIn()
+    try:
+        with _sim(broker=broker.url) as sim:
+            def boom():
+                raise RuntimeError("boom")
+
+            sim.net._accept = boom
+            sim.fw.send("connect")
+            error = pump_until(sim, lambda e: e["ev"] == "error" and e["kind"] == "net")
+            assert "boom" in error["message"]
+            sim.command_line("broker down")
+            refused = [e for e in sim.events if e["ev"] == "error" and e["kind"] == "command"]
+            assert refused[0]["command"] == "broker" and "boom" in refused[0]["message"]
+            assert sim.fatal is None
+    finally:
+        broker.close()
+
+
 def test_broker_commands_without_a_broker_are_refused_by_name():
     with _sim() as sim:
         sim.command_line("broker down")
