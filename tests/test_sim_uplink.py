@@ -377,9 +377,9 @@ def _sim(command=None, **kw):
     return Simulation(bench_factory=Bench, command_factory=command or _fake(), **kw)
 
 
-def pump_until(sim, match, timeout_s=IO_S * 2):
-    """Pump until an event for which match(event) is true (bounded); returns it."""
-    start = 0
+def pump_until(sim, match, start=0, timeout_s=IO_S * 2):
+    """Pump until an event at index >= `start` for which match(event) is true (bounded);
+    returns it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for e in sim.events[start:]:
@@ -490,8 +490,9 @@ def test_broker_commands_cut_and_restore_the_firmware_connection():
             sim.fw.send("recv")
             lost = pump_until(sim, lambda e: e["ev"] == "uplink" and not e["connected"])
             assert "Reset" in lost["reason"] or lost["reason"] == "closed"
+            first = len(sim.events)
             sim.fw.send("connect")
-            refused = pump_until(sim, lambda e: e["ev"] == "uplink" and e["t"] > lost["t"])
+            refused = pump_until(sim, lambda e: e["ev"] == "uplink", start=first)
             assert "Refused" in refused["reason"]
             sim.command_line("broker stall")
             sim.command_line("broker up")
@@ -558,17 +559,19 @@ def test_outbox_depth_events_come_from_status_asks_kept_to_the_runner():
             assert all(depths[i] != depths[i + 1] for i in range(len(depths) - 1))  # changes
             # the firmware reports its depth itself: the runner stops asking
             sim.fw.send("say_outbox")
-            pump_until(sim, lambda e: e["ev"] == "outbox" and e["t"] > mine["t"])
+            pump_until(sim, lambda e: e["ev"] == "outbox", start=len(sim.events))
             sim.pump(0.1)  # an ask already on its way is answered
+            first = len(sim.events)
             sim.command_line("status")
-            before = pump_until(sim, lambda e: e["ev"] == "snapshot" and e["t"] > mine["t"])
+            before = pump_until(sim, lambda e: e["ev"] == "snapshot", start=first)
             sim.pump(runner.OUTBOX_POLL_S * 3)
+            first = len(sim.events)
             sim.command_line("status")
-            after = pump_until(sim, lambda e: e["ev"] == "snapshot" and e["t"] > before["t"])
+            after = pump_until(sim, lambda e: e["ev"] == "snapshot", start=first)
             assert after["asked"] == before["asked"] + 1
             sim.fw.send("add")
-            pump_until(sim, lambda e: e["ev"] == "outbox" and e["depth"] == 2
-                       and e["t"] > after["t"])
+            pump_until(sim, lambda e: e["ev"] == "outbox" and e["depth"] == 2,
+                       start=len(sim.events))
     finally:
         broker.close()
 
