@@ -146,7 +146,7 @@ def make_config(evses, reader, overrides, cp_id=None):
     """The firmware's config.json for a simulated charge point; firmware.config fills in the
     defaults. `overrides` (from `set config.KEY VALUE`) replace top-level keys."""
     cfg = {
-        "cp_id": cp_id or CP_ID,
+        "cp_id": CP_ID,
         "reader": reader,
         "evses": [{"evse_id": "DE*SIM*E0001*{}".format(i + 1), "max_current_a": 32,
                    "cable": "socket"} for i in range(evses)],
@@ -154,6 +154,8 @@ def make_config(evses, reader, overrides, cp_id=None):
                   "addresses": [i + 1 for i in range(evses)]},
     }
     cfg.update(overrides or {})
+    if cp_id is not None:  # --cp-id / `set cp_id` win over `set config.cp_id`
+        cfg["cp_id"] = cp_id
     return cfg
 
 
