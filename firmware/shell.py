@@ -110,6 +110,7 @@ class Shell:
         for key in store.keys(KEY_PREFIX):
             self.restore(key, now)
         if self.uplink is not None:
+            self.out("outbox", depth=len(self.outbox))
             self.uplink.start()  # connects in the background: online when it says so
         self.next_pp = now
         self.next_gc = now
@@ -304,6 +305,7 @@ class Shell:
             return
         if self.uplink is not None:
             self.uplink.durable_added()
+            self.out("outbox", depth=len(self.outbox))
         kind = msg.get("type")
         if kind == E.MSG_CDR:
             self.out("cdr", session_id=msg.get("SessionID"), record=msg)

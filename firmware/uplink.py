@@ -154,11 +154,14 @@ class Uplink:
             return None
         rid = body.get("id")
         if kind == C.DOWN_ACK:
+            n = len(self.outbox)
             for mid in body["ids"]:
                 self.outbox.ack(mid)
                 if mid in self.inflight:
                     self.inflight.remove(mid)
             self._more = True
+            if len(self.outbox) != n:
+                self.out("outbox", depth=len(self.outbox))
             return None
         if kind == C.DOWN_AUTHORIZE:
             return (E.EV_AUTH, 0, body)
