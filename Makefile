@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STUBS  := .stubs/esp32
 DEPS   := .deps/umqtt/simple.py
 
-.PHONY: demo test lint typecheck pytest bench clean mosquitto
+.PHONY: demo test lint typecheck pytest bench soak clean mosquitto
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,22 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev $(DEPS)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.bench
+
+# The power-cut campaign at length (issue 10; not part of `make test`): SOAK_CUTS cuts with one
+# EVSE plus SOAK_CUTS2 with two, per interpreter; both interpreters run even if one fails.
+# Reports: build/powercut-<interpreter>-<evses>.json. About 3 s per cut.
+SOAK_SEED  ?= 1000
+SOAK_CUTS  ?= 200
+SOAK_CUTS2 ?= 50
+soak: $(VENV)/.dev $(DEPS)
+	@mkdir -p build; rc=0; for i in cpython micropython; do \
+	  PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.powercut --interpreter $$i \
+	    --seed $(SOAK_SEED) --cuts $(SOAK_CUTS) --evses 1 \
+	    --report build/powercut-$$i-1.json || rc=1; \
+	  PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.powercut --interpreter $$i \
+	    --seed $$(( $(SOAK_SEED) + 500 )) --cuts $(SOAK_CUTS2) --evses 2 \
+	    --report build/powercut-$$i-2.json || rc=1; \
+	done; exit $$rc
 
 clean:
 	rm -rf $(VENV) .stubs .pytest_cache .ruff_cache .mypy_cache

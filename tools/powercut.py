@@ -2,7 +2,7 @@
 
     python -m tools.powercut --interpreter cpython|micropython --seed N --cuts N
                              [--evses 1|2] [--per-run M] [--report FILE] [--settle SECONDS]
-                             [--replay FILE] [--quiet]
+                             [--pace X] [--replay FILE] [--quiet]
 
 One run drives a `host_sim.runner.Simulation` (card CARD on the local list) with random console
 commands chosen from the seed alone (never from what the firmware said, so a seed always gives
@@ -63,8 +63,9 @@ from host_sim.runner import RunnerError, Simulation, make_config
 
 CARD = "04A1B2C3D4E5F6"
 # the campaign's firmware settings: the shortest connection time-out (10 s) so that a session
-# authorized for an outlet nobody plugs into ends within the settle
-CONFIG = {"connection_timeout_s": 10}
+# authorized for an outlet nobody plugs into ends within the settle; a card guard time of
+# 0.5 s instead of 2 s (the same card back sooner is ignored), so taps cost less waiting
+CONFIG = {"connection_timeout_s": 10, "card_guard_ms": 500}
 PER_RUN_CUTS = 25
 SETTLE_S = 20.0  # longest wait for every session to end after the final unplug (s)
 QUIET_S = 2.0  # after the final cut: nothing may be emitted again during this window (s)
@@ -75,7 +76,7 @@ P_MAX_W = 7360.0  # 32 A x 230 V: the most one simulated EVSE can deliver (W)
 LAG_S = 1.5  # the end reading may be this old (s): the firmware polls the meter once a second
 EPS_KWH = 0.0015  # 1 Wh of rounding (the firmware counts whole Wh) plus float32 (kWh)
 CLOCK_SLACK_S = 2.5  # the firmware's clock counts whole seconds (s)
-CARD_GUARD_S = 2.2  # the core ignores the card that just left for 2 s (card_guard_ms)
+CARD_GUARD_S = CONFIG["card_guard_ms"] / 1000 + 0.2  # wait this long before the same card (s)
 MAX_STEPS_PER_CUT = 60  # bound on commands per cut, whatever the dice say
 WINDOW_BEFORE_S = 1.0  # event window printed around a violation (s)
 WINDOW_AFTER_S = 3.0
@@ -649,10 +650,11 @@ class Planner:
     CLOSING_P = 0.3
     OUTAGE_P = 0.2  # a cut with an outage of 0.05..1 s instead of an instant restart
 
-    def __init__(self, rng, evses, card=CARD):
+    def __init__(self, rng, evses, card=CARD, pace=1.0):
         self.rng = rng
         self.evses = evses
         self.card = card
+        self.pace = pace  # scales the free waits (charging, before a cut): < 1 is quicker
         self.plugged = [False] * evses
         self.request = [None] * evses
         self.card_on = False
@@ -706,27 +708,28 @@ class Planner:
         cuts_left -= sum(1 for _, kind in group if kind != "cmd")
         if cuts_left > 0 and self.rng.random() < self.CUT_P:
             if cuts_left > 1 and self.rng.random() < self.DOUBLE_P:
-                group += [(self._wait(0.0, 1.5), "cmd"), (self._cut_line(), "double"),
+                group += [(self._wait(0.0, 1.5 * self.pace), "cmd"),
+                          (self._cut_line(), "double"),
                           (self._wait(0.0, 0.1), "cmd"), ("power_cut", "double2")]
             else:
-                group += [(self._wait(0.0, 1.5), "cmd"), (self._cut_line(), "cut")]
+                group += [(self._wait(0.0, 1.5 * self.pace), "cmd"), (self._cut_line(), "cut")]
         return group
 
     def _group(self, what, n, cuts_left):
         rng = self.rng
         i = n - 1
         if what == "charging":  # let the EV draw for a while
-            return [(self._wait(0.3, 3.0), "cmd")]
+            return [(self._wait(0.3 * self.pace, 3.0 * self.pace), "cmd")]
         if what == "authorizing":  # the EV asks when the card was (mostly) accepted
-            return [(self._wait(0.0, 1.0), "cmd")]
+            return [(self._wait(0.0, 1.0 * self.pace), "cmd")]
         if what == "plug":
             self.plugged[i] = True
             self.request[i] = None
             return [("plug {}".format(n), "cmd")]
-        if what == "unplug":
+        if what == "unplug":  # nobody plugs back in within half a second
             self.plugged[i] = False
             self.request[i] = None
-            return [("ev {} unplug".format(n), "cmd")]
+            return [("ev {} unplug".format(n), "cmd"), (self._wait(0.5, 1.5), "cmd")]
         if what in ("charge", "ventilate"):
             if not self.plugged[i]:
                 return []
@@ -964,16 +967,17 @@ def _short(e):
 
 
 def run_campaign(interpreter, seed, cuts, evses=1, per_run=PER_RUN_CUTS, settle_s=SETTLE_S,
-                 log=print, time_limit_s=None):
+                 log=print, time_limit_s=None, pace=1.0):
     """`cuts` cuts in runs of at most `per_run`, seeds seed, seed+1, ...; returns the Runs.
-    Each run's summary line and violations go to `log` as soon as it ends."""
+    Each run's summary line and violations go to `log` as soon as it ends. `pace` scales
+    the planner's free waits (Planner)."""
     runs = []
     left = cuts
     k = 0
     while left > 0 or not runs:
         n = min(left, per_run) if left > 0 else 0
         run = Run(interpreter, seed + k, n, evses, settle_s, log, time_limit_s)
-        run.execute(planner=Planner(random.Random(seed + k), evses))
+        run.execute(planner=Planner(random.Random(seed + k), evses, pace=pace))
         for v in run.tracker.violations:
             log(run.describe(v))
         log(run.summary_line())
@@ -1013,6 +1017,8 @@ def main(argv=None):
     p.add_argument("--evses", type=int, choices=(1, 2), default=1)
     p.add_argument("--per-run", type=int, default=PER_RUN_CUTS,
                    help="cuts per run (a fresh simulator each; seeds seed, seed+1, ...)")
+    p.add_argument("--pace", type=float, default=1.0,
+                   help="scale the free waits (charging, before a cut) by this: 0.5 is quicker")
     p.add_argument("--settle", type=float, default=SETTLE_S,
                    help="longest wait (s) for every session to end after the final unplug")
     p.add_argument("--report", help="write every run's figures, commands and violations "
@@ -1021,8 +1027,8 @@ def main(argv=None):
                    "instead of random ones, then settle and check")
     p.add_argument("--quiet", action="store_true", help="only the summary lines")
     args = p.parse_args(argv)
-    if args.cuts < 0 or args.per_run < 1 or args.settle <= 0:
-        p.error("--cuts >= 0, --per-run >= 1, --settle > 0")
+    if args.cuts < 0 or args.per_run < 1 or args.settle <= 0 or not 0 < args.pace <= 4:
+        p.error("--cuts >= 0, --per-run >= 1, --settle > 0, 0 < --pace <= 4")
     shown = []
 
     def log(text):
@@ -1034,7 +1040,7 @@ def main(argv=None):
     try:
         if args.replay:
             evses, script = read_script(args.replay)
-            run = Run(args.interpreter, None, 0, evses, args.settle, log)
+            run = Run(args.interpreter, "replay", 0, evses, args.settle, log)
             run.execute(script=script)
             for v in run.tracker.violations:
                 log(run.describe(v))
@@ -1042,7 +1048,7 @@ def main(argv=None):
             runs = [run]
         else:
             runs = run_campaign(args.interpreter, args.seed, args.cuts, args.evses,
-                                args.per_run, args.settle, log)
+                                args.per_run, args.settle, log, pace=args.pace)
     except (RunnerError, OSError) as e:
         print("powercut: cannot run: {}".format(e), file=sys.stderr)
         return 2
