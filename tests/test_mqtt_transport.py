@@ -13,7 +13,9 @@ Stand-ins (`python STANDIN --port P [options]`, prints "ready" once listening):
                          ClientHello is never answered, the handshake stalls)
     (default)            a minimal MQTT 3.1.1 broker: CONNACK (--connack CODE), SUBACK, PUBACK,
                          PINGRESP (not with --no-pingresp); a PUBLISH goes back to the same client
-                         if it subscribed to it; a PUBLISH on ctl/drop closes the connection
+                         if it subscribed to it; a PUBLISH on ctl/drop closes the connection;
+                         the first QoS 1 PUBLISH on a topic ending in /lose closes it before
+                         the PUBACK
     --tls CERT KEY       TLS in front (server side through MemoryBIOs);
     --trickle S          ... sending every handshake byte on its own, S seconds apart
 """
@@ -62,6 +64,7 @@ if "cert" in opts:
     CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     CTX.load_cert_chain(opts["cert"], opts["key"])
 held = []  # silent connections stay open
+lost = []  # topics whose first QoS 1 PUBLISH was swallowed (no PUBACK, connection closed)
 
 
 class Plain:
@@ -172,6 +175,9 @@ def broker(s):
             n = int.from_bytes(body[:2], "big")
             topic, k = body[2:2 + n].decode(), 2 + n
             if (head >> 1) & 3:
+                if topic.endswith("/lose") and topic not in lost:
+                    lost.append(topic)
+                    return  # the link dies before the PUBACK
                 s.sendall(packet(0x40, body[k:k + 2]))
                 k += 2
             if topic == "ctl/drop":
@@ -250,6 +256,7 @@ def main(args):
     t0 = ticks_ms()
     prev = ticks_us()
     worst = passes = asked = echoed = 0
+    lose = o.get("lose")  # publish this QoS 1 message once, on the first connection
     end_ms = int(o.get("seconds", 5) * 1000)
     until = o.get("connects", 0)
     while True:
@@ -277,6 +284,9 @@ def main(args):
                     prev = ticks_us()  # the probe's own gc.collect() is not the transport's
                 if o.get("drop"):
                     up.publish("ctl/drop", b"", 0, False)
+        if lose and up.connected:
+            up.publish(lose, b"once", 1, False)
+            lose = None
         if o.get("echo_out") and up.connected and up.connects > asked:
             asked = up.connects
             up.publish(o["echo_out"], ("echo %d" % asked).encode(), 1, False)
@@ -622,6 +632,21 @@ def test_a_broker_killed_mid_session(interpreter, rom, tmp_path, cleanup):
     assert reasons.count("link: closed by the broker") + sum(
         "ECONNRESET" in r or "reset" in r for r in reasons) >= 2, reasons
     _gap_ok("broker killed x2", p, done)
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_a_qos1_message_without_puback_is_sent_again(interpreter, rom, tmp_path, cleanup):
+    """The link dies after a QoS 1 PUBLISH and before its PUBACK: the message stays queued and
+    goes out again on the next connection (then it is acknowledged and delivered)."""
+    s = _standin(tmp_path, cleanup)
+    p = _probe(interpreter, rom, tmp_path, cleanup, url="mqtt://127.0.0.1:{}".format(s.port),
+               sub="mpevse/probe/down/#", lose="mpevse/probe/down/lose",
+               backoff_ms=[100, 200], seconds=10)
+    p.wait(lambda e: e["ev"] == "msg" and e["topic"] == "mpevse/probe/down/lose", 10)
+    down = p.status("disconnected")
+    assert down and down[0]["reason"] == "link: closed by the broker", down
+    assert down[0]["connects"] == 1
+    assert p.status("connected")[-1]["connects"] == 2
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
