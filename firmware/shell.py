@@ -62,7 +62,7 @@ class Shell:
         self.reset = False  # the backend asked for a restart (reset / config change)
         up = cfg.get("uplink") or {}
         if transport is None and up.get("url"):
-            from firmware.mqtt import Transport
+            from firmware.mqtt import Uplink as Transport
 
             transport = Transport(up["url"], cfg["cp_id"], up.get("user"), up.get("password"),
                                   up.get("ca_file"), up.get("keepalive_s", 30),

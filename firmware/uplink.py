@@ -20,6 +20,7 @@ from hal.compat import ticks_diff
 
 RESET_EXIT = 75  # the unix/CPython firmware exits with this to ask its runner for a restart
 FW_VERSION = "0.1.0"  # pyproject.toml's version; the birth message carries it
+RESEND_MS = 60000  # unacknowledged durable messages are published again after this silence
 
 
 class Uplink:
@@ -44,10 +45,18 @@ class Uplink:
         self.late = 0  # answers for requests that had timed out or were unknown
         self.bad = 0  # downlink messages that could not be used
         self.pending_list = None  # id of a local_list command fed to the core, to answer
+        self._acked_at = 0  # ticks of the last message from the transport
 
     def start(self):
-        self.t.subscribe(C.down_filter(self.cp), C.QOS)
-        self.t.start()
+        """Subscribe to the downlink and register availability and birth, which the transport
+        makes / publishes first on EVERY connection; then connect in the background."""
+        t = self.t
+        t.subscribe(C.down_filter(self.cp), C.QOS)
+        t.birth(C.availability_topic(self.cp), C.ONLINE, C.QOS, True)
+        t.birth(C.birth_topic(self.cp), C.encode(
+            {"cp_id": self.cp, "EvseIDs": self.evse_ids, "fw": FW_VERSION,
+             "boot": self.boot_id}), C.QOS, True)
+        t.start()
 
     # -- from the shell ---------------------------------------------------------------
     def request(self, msg, now):
@@ -86,28 +95,34 @@ class Uplink:
 
     # -- the loop ---------------------------------------------------------------------
     def poll(self, now):
-        """At most one event for the core, or None; publishes the next durable messages."""
+        """At most one event for the core, or None; publishes the next durable messages, and
+        publishes the unacknowledged ones again when no ack came for RESEND_MS (the backend
+        may have lost them: it acknowledges only what its final receiver accepted)."""
         ev = self.t.poll()
         if ev is not None:
+            self._acked_at = now
             got = self._on_transport(ev)
             if got is not None:
                 return got
-        if self.online and self._more and len(self.inflight) < C.WINDOW:
-            self._send_durable()
+        if self.online:
+            if self.inflight and ticks_diff(now, self._acked_at) >= RESEND_MS:
+                self._acked_at = now
+                self._resend()
+            if self._more and len(self.inflight) < C.WINDOW:
+                self._send_durable()
         return None
+
+    def _resend(self):
+        """From the oldest unacknowledged message on, again (ids make repeats harmless)."""
+        self.inflight = []
+        self._pos = self._gen = None
+        self._more = True
 
     def _on_transport(self, ev):
         topic, data = ev
         if topic == "connected":
             self.online = True
-            self.inflight = []
-            self._pos = self._gen = None
-            self._more = True
-            t = self.t
-            t.publish(C.availability_topic(self.cp), C.ONLINE, C.QOS, True)
-            t.publish(C.birth_topic(self.cp), C.encode(
-                {"cp_id": self.cp, "EvseIDs": self.evse_ids, "fw": FW_VERSION,
-                 "boot": self.boot_id}), C.QOS, True)
+            self._resend()
             self.out("uplink", connected=True)
             return (E.EV_ONLINE, 0, True)
         if topic == "disconnected":

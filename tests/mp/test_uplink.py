@@ -20,6 +20,7 @@ class FakeTransport:
         self.sent = []
         self.inbox = []
         self.subs = []
+        self.births = []
         self.started = False
         self.room = 100
 
@@ -36,8 +37,15 @@ class FakeTransport:
         self.sent.append((topic, payload, qos, retain))
         return True
 
+    def birth(self, topic, payload, qos, retain):
+        self.births.append((topic, payload, qos, retain))
+
     def poll(self):
-        return self.inbox.pop(0) if self.inbox else None
+        """What arrived; a connection first publishes the births, as firmware.mqtt does."""
+        ev = self.inbox.pop(0) if self.inbox else None
+        if ev is not None and ev[0] == "connected":
+            self.sent.extend(self.births)
+        return ev
 
     def arrive(self, kind, body):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -228,3 +236,20 @@ def test_reset_and_config_change():
     t2.arrive("reset", {"id": "z1"})
     _drain(up2)
     assert up2.reset_requested and json.loads(t2.sent[-1][1])["id"] == "z1"
+
+
+def test_unacknowledged_messages_go_again_after_a_silence():
+    from firmware.uplink import RESEND_MS
+
+    up, t, box, events = _rig("resend")
+    t.inbox.append(("connected", None))
+    up.poll(0)
+    box.add("c1", {"type": "cdr", "id": "c1"})
+    up.durable_added()
+    up.poll(10)
+    assert [s[0] for s in t.sent].count("mpevse/CP1/up/cdr") == 1
+    up.poll(RESEND_MS - 1)
+    assert [s[0] for s in t.sent].count("mpevse/CP1/up/cdr") == 1
+    up.poll(RESEND_MS + 20)  # no ack for a minute: the backend may have lost it
+    up.poll(RESEND_MS + 30)
+    assert [s[0] for s in t.sent].count("mpevse/CP1/up/cdr") == 2
