@@ -76,6 +76,7 @@ P_MAX_W = 7360.0  # 32 A x 230 V: the most one simulated EVSE can deliver (W)
 LAG_S = 1.5  # the end reading may be this old (s): the firmware polls the meter once a second
 EPS_KWH = 0.0015  # 1 Wh of rounding (the firmware counts whole Wh) plus float32 (kWh)
 CLOCK_SLACK_S = 2.5  # the firmware's clock counts whole seconds (s)
+CLOSING_S = 0.05  # a cut this soon after the coil was energised hits the closing (s)
 CARD_GUARD_S = CONFIG["card_guard_ms"] / 1000 + 0.2  # wait this long before the same card (s)
 MAX_STEPS_PER_CUT = 60  # bound on commands per cut, whatever the dice say
 WINDOW_BEFORE_S = 1.0  # event window printed around a violation (s)
@@ -896,20 +897,46 @@ class Run:
 
     # -- results -------------------------------------------------------------------------------
     def stats(self):
+        """The run's figures. cut_kinds: how many cuts of each kind were run; cut_charging:
+        cuts that hit a session with its coil energised; cut_closing: cuts within CLOSING_S
+        of a coil being energised (the write-ahead window); cut_restore: cuts that hit a
+        boot while a session a cut had left open was still waiting to be closed."""
         tr = self.tracker
         charged = sum(1 for s in tr.sessions.values() if s.charged())
-        return {"interpreter": self.interpreter, "seed": self.seed, "evses": self.evses,
-                "cuts": len(tr.cuts), "sessions": len(tr.sessions), "charged": charged,
-                "cdrs": tr.cdr_count, "violations": len(tr.violations),
-                "elapsed_s": round(self.elapsed, 1), "aborted": self.aborted,
-                "errors": dict(sorted(tr.errors.items()))}
+        kinds = {}
+        for _, _, kind in self.steps:
+            if kind != "cmd":
+                kinds[kind] = kinds.get(kind, 0) + 1
+        hits = {"cut_charging": 0, "cut_closing": 0, "cut_restore": 0}
+        for k, cut in enumerate(tr.cuts):
+            ons = {}
+            for n, log in tr.coil_log.items():
+                for t, on, boot in log:
+                    if boot == k and t <= cut["t"]:
+                        ons[n] = t if on else None
+            if any(t is not None for t in ons.values()):
+                hits["cut_charging"] += 1
+            if any(t is not None and cut["t"] - t <= CLOSING_S for t in ons.values()):
+                hits["cut_closing"] += 1
+            if any(s.boot < k and (s.end_boot() is None or s.end_boot() > k)
+                   and self.tracker._cut_of(s) is not None for s in tr.sessions.values()):
+                hits["cut_restore"] += 1
+        st = {"interpreter": self.interpreter, "seed": self.seed, "evses": self.evses,
+              "cuts": len(tr.cuts), "sessions": len(tr.sessions), "charged": charged,
+              "cdrs": tr.cdr_count, "violations": len(tr.violations),
+              "elapsed_s": round(self.elapsed, 1), "aborted": self.aborted,
+              "cut_kinds": kinds, "errors": dict(sorted(tr.errors.items()))}
+        st.update(hits)
+        return st
 
     def summary_line(self):
         st = self.stats()
         return ("powercut {interpreter} seed {seed} evses {evses}: {cuts} cuts, {sessions} "
                 "sessions, {charged} charged, {cdrs} CDRs, {violations} violations, "
-                "{elapsed_s} s".format(**st) + (" (stopped: {})".format(self.aborted)
-                                                if self.aborted else ""))
+                "{elapsed_s} s (cuts while charging {cut_charging}, within {ms} ms of a close "
+                "{cut_closing}, before a restored session closed {cut_restore})".format(
+                    ms=int(CLOSING_S * 1000), **st)
+                + (" (stopped: {})".format(self.aborted) if self.aborted else ""))
 
     def describe(self, v, tail=REPRO_TAIL):
         """A violation as text: seed, step, reproduction tail, the session's own events and
@@ -1053,10 +1080,13 @@ def main(argv=None):
         print("powercut: cannot run: {}".format(e), file=sys.stderr)
         return 2
     total = {k: sum(r.stats()[k] for r in runs)
-             for k in ("cuts", "sessions", "charged", "cdrs", "violations")}
+             for k in ("cuts", "sessions", "charged", "cdrs", "violations", "cut_charging",
+                       "cut_closing", "cut_restore")}
     print("powercut {} total: {} runs, {cuts} cuts, {sessions} sessions, {charged} charged, "
-          "{cdrs} CDRs, {violations} violations, {:.1f} s".format(
-              args.interpreter, len(runs), time.monotonic() - t0, **total), flush=True)
+          "{cdrs} CDRs, {violations} violations, {:.1f} s (cuts while charging "
+          "{cut_charging}, within {ms} ms of a close {cut_closing}, before a restored session "
+          "closed {cut_restore})".format(args.interpreter, len(runs), time.monotonic() - t0,
+                                         ms=int(CLOSING_S * 1000), **total), flush=True)
     if args.report:
         with open(args.report, "w") as f:
             json.dump({"interpreter": args.interpreter, "total": total,
