@@ -45,8 +45,12 @@ typecheck: $(STUBS)/.stamp
 mosquitto:
 	@sh tools/mosquitto/install.sh
 
+# The suite mostly waits (simulated sessions, time-outs), so it runs on 3 workers (pytest-xdist)
+# even on 2 cores. The MicroPython image is built once first: the workers then only read it.
 pytest: $(VENV)/.dev $(DEPS) mosquitto
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest
+	$(PY) -c "import os; from host_sim.runner import ROOT, build_for_micropython as b; \
+	b(os.path.join(ROOT, 'build', 'mpy'))"
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -n 3
 
 test: lint typecheck pytest
 

@@ -189,22 +189,22 @@ def parse_down(cp_id, topic, payload):
     if not topic.startswith(prefix):
         raise BadMessage("not this charge point's downlink: " + topic[:80])
     kind = topic[len(prefix):]
-    if kind not in DOWN_KINDS:
-        raise BadMessage("unknown command kind {!r}".format(kind[:40]))
     if len(payload) > MAX_DOWN:
         raise BadMessage("{}: payload of {} bytes > MAX_DOWN {}".format(
-            kind, len(payload), MAX_DOWN))
+            kind[:40], len(payload), MAX_DOWN))
     try:
         body = json.loads(payload)
     except (ValueError, UnicodeError):
-        raise BadMessage(kind + ": not valid JSON") from None
+        raise BadMessage(kind[:40] + ": not valid JSON") from None
     if not isinstance(body, dict):
-        raise BadMessage(kind + ": must be a JSON object")
+        raise BadMessage(kind[:40] + ": must be a JSON object")
     msg_id = body.get("id")
     if not isinstance(msg_id, str) or not 1 <= len(msg_id) <= 64:
-        if kind not in NO_REPLY or kind == DOWN_AUTHORIZE:
-            raise BadMessage(kind + ": need a string 'id' of 1-64 characters")
         msg_id = None
+    if kind not in DOWN_KINDS:
+        raise BadMessage("unknown command kind {!r}".format(kind[:40]), msg_id)
+    if msg_id is None and (kind not in NO_REPLY or kind == DOWN_AUTHORIZE):
+        raise BadMessage(kind + ": need a string 'id' of 1-64 characters")
     if kind == DOWN_ACK:
         ids = body.get("ids")
         if not isinstance(ids, list) or not ids:

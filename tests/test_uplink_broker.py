@@ -45,7 +45,8 @@ class Backend:
             self.seen += 1
             if not m.topic.startswith(C.tree(CP) + "/"):
                 continue
-            if m.topic in (C.availability_topic(CP), C.birth_topic(CP)):
+            if m.topic in (C.availability_topic(CP), C.birth_topic(CP)) \
+                    or m.topic.startswith(C.tree(CP) + "/down/"):  # our own commands
                 continue
             body = json.loads(m.payload)
             if m.topic == C.up_topic(CP, C.UP_AUTHORIZE):
@@ -172,3 +173,112 @@ def test_network_down_for_a_whole_session_then_everything_arrives_in_order(tmp_p
             assert [c["id"] for c in cdrs] == emitted
             notes = [b["Type"] for _, b in backend.durable if b.get("type") == "notification"]
             assert notes.index("Start") < notes.index("End")
+
+
+SID2 = "c3c2a1d0-1111-4222-8333-444455556666"
+EVCO = {"RemoteIdentification": {"EvcoID": "DE-8EO-C12345678-X"}}
+
+
+def _reply(client, start, rid):
+    for m in client.messages[start:]:
+        if m.topic == C.up_topic(CP, C.UP_REPLY) and json.loads(m.payload).get("id") == rid:
+            return json.loads(m.payload)
+    return None
+
+
+@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+def test_remote_start_and_stop_and_bad_commands_over_the_wire(tmp_path, interpreter):
+    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
+            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
+        client.subscribe("mpevse/+/#")
+        backend = Backend(client)
+        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
+                        broker_user=CP, broker_password=USERS[CP]) as sim:
+            _until(sim, backend, _event(sim, "uplink", connected=True), 20, "connected")
+            down = C.down_topic
+            n = len(client.messages)
+            client.publish(down(CP, C.DOWN_REMOTE_START), b"{not json")
+            bad = _until(sim, backend, lambda: [json.loads(m.payload) for m in
+                                                client.messages[n:]
+                                                if m.topic == C.up_topic(CP, C.UP_REPLY)],
+                         10, "an error reply")[0]
+            assert bad["Result"] is False and bad["StatusCode"]["Code"] == "022"
+            client.publish(down(CP, "fly"), json.dumps({"id": "x1"}))
+            _until(sim, backend, lambda: _reply(client, n, "x1"), 10, "unknown kind refused")
+            sim.command_line("plug 1")
+            n = len(client.messages)
+            client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
+                {"id": "r1", "SessionID": SID2, "Identification": EVCO,
+                 "EvseID": "DE*SIM*E0001*9"}))  # an EVSE this charge point does not have
+            r = _until(sim, backend, lambda: _reply(client, n, "r1"), 10, "reply r1")
+            assert r["Result"] is False and r["StatusCode"]["Code"] == "603"
+            client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
+                {"id": "r2", "SessionID": SID2, "Identification": EVCO,
+                 "EvseID": "DE*SIM*E0001*1"}))
+            r = _until(sim, backend, lambda: _reply(client, n, "r2"), 10, "reply r2")
+            assert r["Result"] is True and r["StatusCode"]["Code"] == "000"
+            sim.command_line("ev 1 charge")
+            _until(sim, backend, _event(sim, "contactor", evse=1, closed=True), 10, "close")
+            sim.command_line("wait 1")
+            client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
+                {"id": "r3", "SessionID": SID2}))
+            r = _until(sim, backend, lambda: _reply(client, n, "r3"), 10, "reply r3")
+            assert r["Result"] is True
+            _until(sim, backend, _event(sim, "session_end", evse=1, reason="Remote"), 10,
+                   "session end")
+            cdr = _until(sim, backend, lambda: [b for _, b in backend.durable
+                                                if b.get("type") == "cdr"], 15, "cdr")[0]
+            assert cdr["SessionID"] == SID2
+            client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
+                {"id": "r4", "SessionID": SID2}))  # after the CDR: 400 Session is invalid
+            r = _until(sim, backend, lambda: _reply(client, n, "r4"), 10, "reply r4")
+            assert r["Result"] is False and r["StatusCode"]["Code"] == "400"
+
+
+@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+def test_a_board_clock_at_the_epoch_waits_for_the_backends_time(tmp_path, interpreter,
+                                                                  monkeypatch):
+    monkeypatch.setenv("MPEVSE_RTC_FROM_EPOCH", "1")  # the simulated RTC restarted at 1970
+    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
+            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
+        client.subscribe("mpevse/+/#")
+        backend = Backend(client)
+        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
+                        broker_user=CP, broker_password=USERS[CP],
+                        local_cards=[CARD]) as sim:
+            assert [e for e in sim.events if e.get("ev") == "error"
+                    and e.get("kind") == "clock"]
+            _until(sim, backend, _event(sim, "uplink", connected=True), 20, "connected")
+            client.wait_for(C.birth_topic(CP))
+            now = int(time.time())
+            client.publish(C.down_topic(CP, C.DOWN_TIME), json.dumps({"time": now}))
+            _session(sim, backend)
+            cdr = [e["record"] for e in sim.events if e.get("ev") == "cdr"][0]
+            year = time.strftime("%Y", time.gmtime(now))
+            assert cdr["SessionStart"].startswith(year) and cdr["SessionEnd"].startswith(year)
+
+
+@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+def test_refused_credentials_are_said_and_backed_off_while_charging_goes_on(tmp_path,
+                                                                           interpreter):
+    with brokers.mosquitto(tmp_path, users=USERS) as broker:
+        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
+                        broker_user=CP, broker_password="wrong",
+                        local_cards=["04A1B2C3"]) as sim:
+            class Nobody:
+                def serve(self):
+                    pass
+            nobody = Nobody()
+            down = _until(sim, nobody, _event(sim, "uplink", connected=False), 20,
+                          "refused")
+            assert "refused" in down.get("reason", ""), down
+            start = len(sim.events)
+            sim.command_line("plug 1")
+            sim.command_line("tap 04A1B2C3")
+            _until(sim, nobody, _event(sim, "session_start", start, evse=1), 10,
+                   "a local card still charges")
+            sim.command_line("wait 3")
+            tries = [e for e in sim.events if e.get("ev") == "uplink"]
+            assert not any(e.get("connected") for e in tries)
+            assert len(tries) <= 4  # back-off (1 s doubling), not a tight loop
+            assert sim.fatal is None

@@ -198,7 +198,7 @@ def test_bad_downlink_messages_get_an_error_reply_and_change_nothing():
             ("remote_start", b"[1, 2]", None),
             ("remote_start", json.dumps({"SessionID": "x"}).encode(), None),
             ("remote_stop", json.dumps({"id": 5}).encode(), None),
-            ("fly", json.dumps({"id": "c9"}).encode(), None),
+            ("fly", json.dumps({"id": "c9"}).encode(), "c9"),
             ("local_list", json.dumps({"id": "c7", "full": "yes"}).encode(), "c7"),
             ("config", json.dumps({"id": "c8", "config": 3}).encode(), "c8"),
             ("remote_start", b"{" + b" " * C.MAX_DOWN + b"}", None)):
