@@ -74,8 +74,13 @@ def run(target, flash_dir, ports=None, console=None):
         poller = select.poll()
         poller.register(console, select.POLLIN)
     try:
+        last = ticks_ms()
         while shell.running:
             now = ticks_ms()
+            gap = ticks_diff(now, last)  # the longest is the loop's worst reaction delay
+            if gap > shell.gap_max_ms:
+                shell.gap_max_ms = gap
+            last = now
             shell.poll_once(now)
             if poller is not None and poller.poll(0):
                 line = console.readline()

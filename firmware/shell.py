@@ -81,6 +81,7 @@ class Shell:
         self.next_purge = 0
         self.heap_base = 0
         self.heap_peak = 0
+        self.gap_max_ms = 0  # longest time between two control-loop passes (app.run measures)
         self.running = True
 
     # -- boot --------------------------------------------------------------------------
@@ -337,6 +338,7 @@ class Shell:
                      working_peak=peak - self.heap_base, free=mem_free())
         elif cmd == "status":
             self.out("snapshot", outbox=len(self.outbox), pp=self.pp_amps,
+                     loop_gap_max_ms=self.gap_max_ms,
                      meter_failed=self.meter_failed)
         elif cmd == "clear" and len(words) == 2 and words[1].isdigit():
             self.feed(E.EV_CLEAR, int(words[1]), None, now)
