@@ -128,6 +128,34 @@ def rom_command(build_dir, image, module, args, heap, env=None):
         + list(args), env
 
 
+def run_harness(src, args, default_args=(), with_flash=False, default_heap="128k",
+                timeout_s=1800):
+    """Run the harness script `src` (its `main(args)`) under the unix port with `-X heapsize`,
+    packed into the firmware's ROMFS image as on an ESP32 with a ROMFS partition. `args` may
+    hold `--heap N` (else `default_heap`); without other arguments `default_args` are used;
+    `with_flash` appends a temporary folder for its flash. -> the exit status."""
+    import subprocess
+
+    from tools.build import image_with
+
+    if "--heap" in args:
+        i = args.index("--heap")
+        heap = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    else:
+        heap = default_heap
+    args = list(args) or list(default_args)
+    module = os.path.splitext(os.path.basename(src))[0]
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as flash:
+        build_for_micropython(out)
+        image = image_with(out, module, os.path.abspath(src))
+        argv, env = rom_command(out, image, module, list(args) + ([flash] if with_flash
+                                                                  else []), heap)
+        print("micropython -X heapsize=%s, code mapped from a ROMFS image" % heap)
+        sys.stdout.flush()
+        return subprocess.run(argv, env=env, cwd=boot_dir(out), timeout=timeout_s).returncode
+
+
 def boot_dir(build_dir):
     """Where the launcher is; the MicroPython firmware process runs in it."""
     return os.path.join(build_dir, "boot")

@@ -142,25 +142,9 @@ def main(args):
 
 def on_micropython(args):
     """Build the image with this harness in it and run it under the unix port; -> exit code."""
-    import os
-    import subprocess
-    import tempfile
+    from host_sim.runner import run_harness
 
-    from host_sim.runner import boot_dir, build_for_micropython, rom_command
-    from tools.build import image_with
-
-    heap = "64k"
-    if "--heap" in args:
-        i = args.index("--heap")
-        heap = args[i + 1]
-        args = args[:i] + args[i + 2:]
-    with tempfile.TemporaryDirectory() as out:
-        build_for_micropython(out)
-        image = image_with(out, "bench_core", os.path.abspath(__file__))
-        argv, env = rom_command(out, image, "bench_core", args, heap)
-        print("micropython -X heapsize=%s, code mapped from a ROMFS image" % heap)
-        sys.stdout.flush()
-        return subprocess.run(argv, env=env, cwd=boot_dir(out), timeout=600).returncode
+    return run_harness(__file__, args, [], with_flash=False, default_heap="64k")
 
 
 if __name__ == "__main__":

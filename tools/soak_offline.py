@@ -189,26 +189,9 @@ def main(args):
 
 def on_micropython(args):
     """Build the image with this harness in it and run it under the unix port; -> exit code."""
-    import os
-    import subprocess
-    import tempfile
+    from host_sim.runner import run_harness
 
-    from host_sim.runner import boot_dir, build_for_micropython, rom_command
-    from tools.build import image_with
-
-    heap = "128k"
-    if "--heap" in args:
-        i = args.index("--heap")
-        heap = args[i + 1]
-        args = args[:i] + args[i + 2:]
-    sessions = args[0] if args else "500"
-    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as flash:
-        build_for_micropython(out)
-        image = image_with(out, "soak_offline", os.path.abspath(__file__))
-        argv, env = rom_command(out, image, "soak_offline", [sessions, flash], heap)
-        print("micropython -X heapsize=%s, code mapped from a ROMFS image" % heap)
-        sys.stdout.flush()
-        return subprocess.run(argv, env=env, cwd=boot_dir(out), timeout=1200).returncode
+    return run_harness(__file__, args, ["500"], with_flash=True, default_heap="128k")
 
 
 if __name__ == "__main__":
