@@ -58,15 +58,16 @@ bench: $(VENV)/.dev $(DEPS)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.bench
 
 # The power-cut campaign at length (issue 10; not part of `make test`): SOAK_CUTS cuts with one
-# EVSE plus SOAK_CUTS2 with two, per interpreter; both interpreters run even if one fails.
-# Reports: build/powercut-<interpreter>-<evses>.json. About 3 s per cut.
+# EVSE in runs of 100 (one flash directory fills with ~50 CDRs each) plus SOAK_CUTS2 with two,
+# per interpreter; both interpreters run even if one fails. Reports:
+# build/powercut-<interpreter>-<evses>.json. About 4 s per cut.
 SOAK_SEED  ?= 1000
 SOAK_CUTS  ?= 200
 SOAK_CUTS2 ?= 50
 soak: $(VENV)/.dev $(DEPS)
 	@mkdir -p build; rc=0; for i in cpython micropython; do \
 	  PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.powercut --interpreter $$i \
-	    --seed $(SOAK_SEED) --cuts $(SOAK_CUTS) --evses 1 \
+	    --seed $(SOAK_SEED) --cuts $(SOAK_CUTS) --evses 1 --per-run 100 \
 	    --report build/powercut-$$i-1.json || rc=1; \
 	  PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.powercut --interpreter $$i \
 	    --seed $$(( $(SOAK_SEED) + 500 )) --cuts $(SOAK_CUTS2) --evses 2 \

@@ -190,3 +190,22 @@ def test_the_planner_is_deterministic_and_keeps_its_cut_budget():
     assert cuts == 10
     kinds = {line.split()[0] for line in a}
     assert kinds >= {"plug", "tap", "remove", "ev", "wait", "power_cut"}
+
+
+def test_a_session_authorized_before_the_plug_in_may_float_to_the_outlet_plugged():
+    """Tapped with nothing plugged in, the session opens on EVSE 1 and moves to EVSE 2 when
+    EV 2 is plugged in (the core says nothing when it moves): its close on EVSE 2 is its."""
+    events = [
+        {"t": 0.1, "ev": "ready"},
+        {"t": 1.0, "ev": "session_start", "evse": 1, "session_id": SID},
+        {"t": 1.5, "ev": "ev", "evse": 2, "action": "plug"},
+        {"t": 1.9, "ev": "ev", "evse": 2, "action": "charge"},
+        {"t": 2.0, "ev": "sim", "what": "coil", "evse": 2, "on": 1},
+        {"t": 2.0, "ev": "contactor", "evse": 2, "closed": True},
+        {"t": 5.9, "ev": "ev", "evse": 2, "action": "unplug"},
+        {"t": 5.91, "ev": "sim", "what": "coil", "evse": 2, "on": 0},
+        {"t": 6.0, "ev": "session_end", "evse": 2, "session_id": SID, "energy_kwh": 0.004,
+         "reason": "EVDisconnected"},
+        cdr(6.0, evse=2),
+    ]
+    assert check(events, evses=2) == []

@@ -158,7 +158,7 @@ class Tracker:
         self.asking_changes = {n: [(0.0, False)] for n in range(1, evses + 1)}
         self.not_asking_since = {n: 0.0 for n in range(1, evses + 1)}
         self.coil = {n: False for n in range(1, evses + 1)}
-        self.coil_log = {n: [] for n in range(1, evses + 1)}  # (t, on, boot)
+        self.coil_log = {n: [] for n in range(1, evses + 1)}  # (t, on, boot, cause)
         self.must_open = {n: None for n in range(1, evses + 1)}  # t the EV stopped asking
         self.must_open_step = {n: -1 for n in range(1, evses + 1)}
         self.fatal = None
@@ -317,7 +317,7 @@ class Tracker:
             return
         n = e.get("evse")
         on = bool(e.get("on"))
-        self.coil_log[n].append((t, on, self.boot()))
+        self.coil_log[n].append((t, on, self.boot(), e.get("cause")))
         self.coil[n] = on
         if not on:
             self.must_open[n] = None
@@ -638,17 +638,21 @@ class Planner:
     The commands come as episodes, each one session's worth on a random EVSE: plug (or, now
     and then, tap before plugging: an authorization that floats to the outlet plugged next),
     tap (the card removed after a moment, or left on the reader), `ev N charge` before or
-    0..1 s after the tap (sometimes `ventilate` on this unventilated site), charging a while,
+    0.3..1 s after the tap (sometimes `ventilate` on this unventilated site), charging a while,
     maybe a pause and a resume, then a stop tap, an unplug, both, or nothing (the session
-    runs into the next episode). After every group a cut follows with probability CUT_P, at
-    a uniformly random moment 0..1.5 s later, or a pair of cuts 0..0.1 s apart; after
-    `ev N charge` a cut 5..15 ms later (while the contactor is being closed) with probability
-    CLOSING_P. Each group is a list of (line, kind), kind "cmd" or the cut's kind: "cut",
+    runs into the next episode). After every group a cut follows with probability CUT_P
+    (CHARGING_CUT_P after a charging wait), at a uniformly random moment 0..1.5 s later, or a
+    pair of cuts 0..0.1 s apart (DOUBLE_P of them); after `ev N charge` a cut 5..15 ms later
+    (while the contactor is being closed) with probability CLOSING_P (CLOSING_P_AUTH when the
+    card was tapped 0.3..1 s before, so the session is likely authorized and offering
+    current). Each group is a list of (line, kind), kind "cmd" or the cut's kind: "cut",
     "closing", "double" / "double2" (the pair)."""
 
-    CUT_P = 0.18
-    DOUBLE_P = 0.3  # of the cuts after a group, the share that are pairs
-    CLOSING_P = 0.3
+    CUT_P = 0.1
+    CHARGING_CUT_P = 0.4
+    DOUBLE_P = 0.35
+    CLOSING_P = 0.15
+    CLOSING_P_AUTH = 0.6
     OUTAGE_P = 0.2  # a cut with an outage of 0.05..1 s instead of an instant restart
 
     def __init__(self, rng, evses, card=CARD, pace=1.0):
@@ -662,6 +666,7 @@ class Planner:
         self.clock = 0.0  # the planned time: the sum of the waits so far (s)
         self.removed_at = -CARD_GUARD_S
         self.queue = []  # the rest of the current episode: (action, evse number)
+        self.authorizing = False  # the last group was the wait after a tap
 
     def _wait(self, lo, hi):
         seconds = round(self.rng.uniform(lo, hi), 3)
@@ -685,11 +690,10 @@ class Planner:
             steps.append(("tap", n))
         ask = "ventilate" if rng.random() < 0.05 else "charge"
         if self.request[i] != "C" or ask == "ventilate":
-            at = rng.randrange(len(steps) + 1)
-            if at == len(steps):  # after the tap: most often once it was authorized
+            if rng.random() < 0.6:  # after the tap: most often once it was authorized
                 steps += [("authorizing", n), (ask, n)]
             else:
-                steps.insert(at, (ask, n))
+                steps.insert(rng.randrange(len(steps)), (ask, n))
         steps.append(("charging", n))
         if ask == "ventilate" or rng.random() < 0.2:
             steps += [("pause", n), ("charging", n), ("charge", n), ("charging", n)]
@@ -707,7 +711,8 @@ class Planner:
         action, n = self.queue.pop(0)
         group = self._group(action, n, cuts_left)
         cuts_left -= sum(1 for _, kind in group if kind != "cmd")
-        if cuts_left > 0 and self.rng.random() < self.CUT_P:
+        p = self.CHARGING_CUT_P if action == "charging" else self.CUT_P
+        if cuts_left > 0 and self.rng.random() < p:
             if cuts_left > 1 and self.rng.random() < self.DOUBLE_P:
                 group += [(self._wait(0.0, 1.5 * self.pace), "cmd"),
                           (self._cut_line(), "double"),
@@ -720,9 +725,10 @@ class Planner:
         rng = self.rng
         i = n - 1
         if what == "charging":  # let the EV draw for a while
-            return [(self._wait(0.3 * self.pace, 3.0 * self.pace), "cmd")]
+            return [(self._wait(0.5 * self.pace, 4.0 * self.pace), "cmd")]
         if what == "authorizing":  # the EV asks when the card was (mostly) accepted
-            return [(self._wait(0.0, 1.0 * self.pace), "cmd")]
+            self.authorizing = True
+            return [(self._wait(0.3, 1.0), "cmd")]
         if what == "plug":
             self.plugged[i] = True
             self.request[i] = None
@@ -736,7 +742,9 @@ class Planner:
                 return []
             self.request[i] = "C" if what == "charge" else "D"
             group = [("ev {} {}".format(n, what), "cmd")]
-            if what == "charge" and cuts_left > 0 and rng.random() < self.CLOSING_P:
+            p = self.CLOSING_P_AUTH if self.authorizing else self.CLOSING_P
+            self.authorizing = False
+            if what == "charge" and cuts_left > 0 and rng.random() < p:
                 group += [(self._wait(0.005, 0.015), "cmd"), (self._cut_line(), "closing")]
             return group
         if what == "pause":
@@ -899,8 +907,9 @@ class Run:
     def stats(self):
         """The run's figures. cut_kinds: how many cuts of each kind were run; cut_charging:
         cuts that hit a session with its coil energised; cut_closing: cuts within CLOSING_S
-        of a coil being energised (the write-ahead window); cut_restore: cuts that hit a
-        boot while a session a cut had left open was still waiting to be closed."""
+        after a coil was energised or after the EV of an authorized session began to ask (the
+        contactor is being closed: the write-ahead window); cut_restore: cuts that hit a boot
+        while a session a cut had left open was still waiting to be closed."""
         tr = self.tracker
         charged = sum(1 for s in tr.sessions.values() if s.charged())
         kinds = {}
@@ -911,12 +920,17 @@ class Run:
         for k, cut in enumerate(tr.cuts):
             ons = {}
             for n, log in tr.coil_log.items():
-                for t, on, boot in log:
-                    if boot == k and t <= cut["t"]:
+                for t, on, boot, cause in log:
+                    if boot == k and t <= cut["t"] and cause != "power_cut":
                         ons[n] = t if on else None
             if any(t is not None for t in ons.values()):
                 hits["cut_charging"] += 1
-            if any(t is not None and cut["t"] - t <= CLOSING_S for t in ons.values()):
+            opened = {s.evse for s in tr.sessions.values()
+                      if s.boot == k and s.start_t <= cut["t"] and s.end_boot() != k}
+            asked = {n for n in opened for t, a in tr.asking_changes[n]
+                     if a and 0 <= cut["t"] - t <= CLOSING_S}
+            if asked or any(t is not None and cut["t"] - t <= CLOSING_S
+                            for t in ons.values()):
                 hits["cut_closing"] += 1
             if any(s.boot < k and (s.end_boot() is None or s.end_boot() > k)
                    and self.tracker._cut_of(s) is not None for s in tr.sessions.values()):
@@ -933,7 +947,7 @@ class Run:
         st = self.stats()
         return ("powercut {interpreter} seed {seed} evses {evses}: {cuts} cuts, {sessions} "
                 "sessions, {charged} charged, {cdrs} CDRs, {violations} violations, "
-                "{elapsed_s} s (cuts while charging {cut_charging}, within {ms} ms of a close "
+                "{elapsed_s} s (cuts while charging {cut_charging}, while closing (<= {ms} ms) "
                 "{cut_closing}, before a restored session closed {cut_restore})".format(
                     ms=int(CLOSING_S * 1000), **st)
                 + (" (stopped: {})".format(self.aborted) if self.aborted else ""))
@@ -1084,7 +1098,7 @@ def main(argv=None):
                        "cut_closing", "cut_restore")}
     print("powercut {} total: {} runs, {cuts} cuts, {sessions} sessions, {charged} charged, "
           "{cdrs} CDRs, {violations} violations, {:.1f} s (cuts while charging "
-          "{cut_charging}, within {ms} ms of a close {cut_closing}, before a restored session "
+          "{cut_charging}, while closing (<= {ms} ms) {cut_closing}, before a restored session "
           "closed {cut_restore})".format(args.interpreter, len(runs), time.monotonic() - t0,
                                          ms=int(CLOSING_S * 1000), **total), flush=True)
     if args.report:
