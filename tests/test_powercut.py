@@ -209,3 +209,17 @@ def test_a_session_authorized_before_the_plug_in_may_float_to_the_outlet_plugged
         cdr(6.0, evse=2),
     ]
     assert check(events, evses=2) == []
+
+
+def test_an_outbox_that_shrinks_across_a_cut_is_a_violation():
+    events = charged_session() + [
+        {"t": 6.2, "ev": "snapshot", "outbox": 7},
+        {"t": 7.0, "ev": "power_cut", "status": -9, "outage_s": 0.0},
+        {"t": 7.2, "ev": "ready"},
+        {"t": 7.21, "ev": "restart", "boot": 2},
+        {"t": 7.22, "ev": "snapshot", "outbox": 2},
+    ]
+    found = check(events)
+    assert [inv for inv, _ in found] == ["g"] and "before the cut" in found[0][1], found
+    events[-1] = dict(events[-1], outbox=6)  # a superseded EVSE status: one less is allowed
+    assert check(events) == []

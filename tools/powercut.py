@@ -38,10 +38,13 @@ What is checked, from the event stream only (`Tracker`; units: t in seconds, ene
      when it did not end at a cut); SessionStart <=
      ChargingStart <= ChargingEnd <= SessionEnd, each within CLOCK_SLACK_S of when it happened.
   e. the firmware never dies (`error` firmware_exit), boots after every cut (`ready`), and
-     reports no `internal`, `store` or `restore` error (a cut must not damage the flash).
+     reports no `internal`, `restore`, `outbox` (a message not stored) or `store` error (a
+     cut must not damage the flash; a write the cut interrupted, cleaned up, is counted only).
   f. the coil is never energised while the EV is not asking for charge (state C, or D on a
      ventilated site) for longer than GRACE_S, and drops within OPEN_TOL_S after the EV stops
      asking (`sim` coil events against the runner's `ev` events).
+  g. the outbox on flash loses nothing (no uplink acknowledges here): its depth (`snapshot`)
+     does not drop across a cut, and at the end it holds at least every CDR emitted.
 
 Each violation is printed with the seed, the step (command) that caused it, the last commands
 up to it (a reproduction: `set` lines plus console commands, runnable with --replay or as a
@@ -68,6 +71,7 @@ CARD = "04A1B2C3D4E5F6"
 CONFIG = {"connection_timeout_s": 10, "card_guard_ms": 500}
 PER_RUN_CUTS = 25
 SETTLE_S = 20.0  # longest wait for every session to end after the final unplug (s)
+SNAPSHOT_WAIT_S = 2.0  # longest wait for the firmware's answer to `status` (s)
 QUIET_S = 2.0  # after the final cut: nothing may be emitted again during this window (s)
 RESTORE_S = 3.0  # a boot that lives this long closes every session a cut left open (s)
 GRACE_S = 0.25  # coil may still close this long after the EV stopped asking (in flight, s)
@@ -85,7 +89,10 @@ WINDOW_MAX = 80  # events printed per violation at most
 REPRO_TAIL = 25  # commands printed per violation (the report has them all)
 SESSION_ID = re.compile(r"^[A-Za-z0-9]{8}(-[A-Za-z0-9]{4}){3}-[A-Za-z0-9]{12}$")
 RUNNER_KINDS = ("ev", "reader", "device", "devices", "sim", "power_cut", "restart")
-HEALTH_ERRORS = ("internal", "store", "restore")
+HEALTH_ERRORS = ("internal", "store", "restore", "outbox")
+# a store report about a write the cut interrupted (its tmp file removed, its torn tail cut):
+# the atomic-write machinery did its job, nothing reported was lost -- counted, not a violation
+STORE_BENIGN = "interrupted write"
 CDR_FIELDS = ("SessionID", "CPOPartnerSessionID", "EvseID", "Identification", "SessionStart",
               "SessionEnd", "ChargingStart", "ChargingEnd", "ConsumedEnergy",
               "MeterValueStart", "MeterValueEnd")
@@ -165,6 +172,8 @@ class Tracker:
         self.last_t = 0.0
         self.p_seen = 0.0  # the highest meter power seen in a snapshot (W)
         self.stopped = False
+        self.depths = []  # (t, boot, outbox depth) from the firmware's `snapshot`
+        self.outbox_full = False  # the outbox dropped something under its full policy
         self.step = -1  # the index of the console command being run (set by the runner)
 
     # -- feeding -----------------------------------------------------------------------------
@@ -248,8 +257,15 @@ class Tracker:
         elif kind == "error":
             k = e.get("kind")
             self.errors[k] = self.errors.get(k, 0) + 1
-            if k in HEALTH_ERRORS:
+            if k == "store" and STORE_BENIGN in str(e.get("message")):
+                self.errors["store:" + STORE_BENIGN] = \
+                    self.errors.get("store:" + STORE_BENIGN, 0) + 1
+            elif k in HEALTH_ERRORS:
                 self._v("e", "error {}: {}".format(k, e.get("message")), t)
+            elif k == "outbox_full":
+                self.outbox_full = True
+        elif kind == "snapshot" and _num(e.get("outbox")):
+            self.depths.append((t, boot, e["outbox"]))
 
     def _closed(self, opened, n, t, via, boot):
         sid = opened.get(n)
@@ -414,7 +430,28 @@ class Tracker:
                         step=self.cuts[b - 1]["step"] if b else -1)
         for s in self.sessions.values():
             self._check_session(s, wall0, complete)
+        self._check_outbox(complete)
         return self.violations
+
+    def _check_outbox(self, complete):
+        """Nothing acknowledges here (no uplink), so the persisted outbox never loses a
+        message: its depth after a restart is at least the last depth seen before the cut,
+        less one (an EVSE status superseded just before the cut, its successor not yet
+        written), and at the end it holds at least every CDR emitted."""
+        if self.outbox_full:
+            return
+        for k, cut in enumerate(self.cuts):
+            before = [d for t, b, d in self.depths if b == k]
+            after = [d for t, b, d in self.depths if b == k + 1]
+            if before and after and after[0] < before[-1] - 1:
+                self._v("g", "the outbox held {} messages before the cut at t={:.3f} and {} "
+                        "after the restart".format(before[-1], cut["t"], after[0]), cut["t"],
+                        step=cut["step"])
+        cdrs = {s.sid for s in self.sessions.values() if s.cdrs}
+        final = [d for t, b, d in self.depths if b == len(self.cuts)]
+        if complete and final and final[-1] < len(cdrs):
+            self._v("g", "the outbox holds {} messages at the end, but {} CDRs were emitted "
+                    "and none acknowledged".format(final[-1], len(cdrs)), self.last_t)
 
     def _cut_of(self, s):
         """The cut that ended the session's boot while it was open there, or None."""
@@ -898,7 +935,12 @@ class Run:
         if not self._do("power_cut", "final"):
             return
         sim.pump(QUIET_S)
+        seen = len(self.tracker.depths)
         sim.command_line("status")
+        deadline = sim.now() + SNAPSHOT_WAIT_S
+        while len(self.tracker.depths) == seen and sim.now() < deadline \
+                and sim.fatal is None:
+            sim.pump(0.02)  # the firmware's answer (outbox depth) before the run ends
         self.complete = sim.fatal is None
         if sim.fatal is not None:
             self.aborted = "the firmware died"
