@@ -72,7 +72,9 @@ soak: $(VENV)/.dev $(DEPS)
 	  PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.powercut --interpreter $$i \
 	    --seed $$(( $(SOAK_SEED) + 500 )) --cuts $(SOAK_CUTS2) --evses 2 \
 	    --report build/powercut-$$i-2.json || rc=1; \
-	done; exit $$rc
+	done; \
+	MPEVSE_CUTS=50 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -s \
+	  tests/test_powercut_uplink.py || rc=1; exit $$rc
 
 clean:
 	rm -rf $(VENV) .stubs .pytest_cache .ruff_cache .mypy_cache
