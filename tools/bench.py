@@ -10,6 +10,10 @@ in closing notes. Each script documents what it measures; this only runs them:
   sim      tap -> contactor closed, C->B -> contactor open, boot time, firmware heap
   outbox   heap and boot time over 0 / 1 000 / 10 000 queued messages, flash operations and
            time per add and per ack (128k heap, code mapped from a ROMFS image)
+  uplink   against a real Mosquitto (amqtt without it): import heap of the uplink modules,
+           working heap over mqtt/mqtts with 50 messages waiting, loop gap over connects and
+           reconnects, flash writes per session and per Progress, tap -> authorize request /
+           contactor closed, image size against the simulator's ROMFS slot
 """
 
 import os
@@ -46,6 +50,8 @@ def main():
     failures += _run("outbox / MicroPython (128k heap, ROMFS image)",
                      [sys.executable, "tools/bench_outbox.py", "--micropython", "10000"],
                      timeout=1800)
+    failures += _run("uplink / both", [sys.executable, "tools/bench_uplink.py", "--interpreter",
+                                       "both"], timeout=1800)
     return 1 if failures else 0
 
 

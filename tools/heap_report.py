@@ -28,7 +28,8 @@ RUNTIME = (
     "firmware.cards", "firmware.remote", "firmware.controller", "firmware.store", "firmware.unload",
     "hal.pn532_frames", "hal.pn532",
     "hal.modbus", "hal.meters", "hal.contactor", "hal.pilot", "hal.boards.board",
-    "hal.boards.simio", "hal.boards.unix_uart", "firmware.shell", "firmware.app",
+    "hal.boards.simio", "hal.boards.unix_uart", "firmware.contract", "umqtt.simple",
+    "firmware.mqtt", "firmware.uplink", "firmware.shell", "firmware.app",
 )
 PROBE = """
 import gc, sys
