@@ -897,7 +897,7 @@ def print_table(report, which):
         _row("working_peak, {}, >= 50 waiting + drain, B".format(run), "<= 24576", [
             None if c is None or c == "cpython" else working_peak(report.get(c + "/" + run))
             for c in cols])
-        wp = get("micropython", run, "heap", "working_peak")
+        wp = working_peak(report.get("micropython/" + run))
         _row("  of which the uplink modules' import (umqtt, mqtt, uplink)", "", [
             "-", None if wp is None else uplink_imports])
         for c in cols:
