@@ -18,9 +18,7 @@ import time
 import pytest
 
 from firmware import contract as C
-from host_sim.runner import Simulation
-from tests import brokers
-from tests.test_uplink_broker import CP, USERS, Backend, _until
+from tests.test_uplink_broker import CP, _until, charge_point
 
 pytestmark = pytest.mark.slow
 
@@ -65,32 +63,24 @@ def test_every_cdr_reaches_the_backend_exactly_once_in_order(tmp_path, interpret
     seed = int(time.time()) % 100000 if os.environ.get("MPEVSE_RANDOM_SEED") else 1107
     rng = random.Random(seed)
     log = []
-    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
-            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
-        client.subscribe("mpevse/+/#")
-        backend = Backend(client)
-        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
-                        broker_user=CP, broker_password=USERS[CP],
-                        local_cards=[CARD]) as sim:
-            _until(sim, backend, lambda: [e for e in sim.events if e.get("ev") == "uplink"
-                                          and e.get("connected")], 20, "connected")
-            try:
-                _campaign(sim, backend, rng, CUTS, log)
-                sim.command_line("broker up")
-                sim.command_line("wait 1")
-                emitted = []
-                for e in sim.events:
-                    if e.get("ev") == "cdr" and e["record"]["id"] not in emitted:
-                        emitted.append(e["record"]["id"])
+    with charge_point(tmp_path, interpreter, local_cards=[CARD]) as (client, backend, sim):
+        try:
+            _campaign(sim, backend, rng, CUTS, log)
+            sim.command_line("broker up")
+            sim.command_line("wait 1")
+            emitted = []
+            for e in sim.events:
+                if e.get("ev") == "cdr" and e["record"]["id"] not in emitted:
+                    emitted.append(e["record"]["id"])
 
-                def drained():
-                    got = [b["id"] for _, b in backend.durable if b.get("type") == "cdr"]
-                    return got if set(got) >= set(emitted) else None
+            def drained():
+                got = [b["id"] for _, b in backend.durable if b.get("type") == "cdr"]
+                return got if set(got) >= set(emitted) else None
 
-                got = _until(sim, backend, drained, 90, "every CDR at the backend")
-            except AssertionError as e:
-                raise AssertionError("seed {} ({}): {}\ncommands: {}".format(
-                    seed, interpreter, e, "; ".join(log))) from None
+            got = _until(sim, backend, drained, 90, "every CDR at the backend")
+        except AssertionError as e:
+            raise AssertionError("seed {} ({}): {}\ncommands: {}".format(
+                seed, interpreter, e, "; ".join(log))) from None
     first = []
     for i in got:
         if i not in first:

@@ -11,6 +11,7 @@ Bounded everywhere: each wait has a deadline; brokers and processes are started 
 the test on loopback.
 """
 
+import contextlib
 import json
 import time
 
@@ -88,6 +89,21 @@ def _event(sim, ev, start=0, **fields):
     return find
 
 
+@contextlib.contextmanager
+def charge_point(tmp_path, interpreter, **sim_options):
+    """Mosquitto (shipped ACL, a password per device), a backend on its own client that
+    subscribes to every charge point, and the simulated charge point connected to both;
+    yields (client, backend, sim) once the charge point said it is connected."""
+    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
+            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
+        client.subscribe("mpevse/+/#")
+        backend = Backend(client)
+        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
+                        broker_user=CP, broker_password=USERS[CP], **sim_options) as sim:
+            _until(sim, backend, _event(sim, "uplink", connected=True), 20, "connected")
+            yield client, backend, sim
+
+
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def broker(request, tmp_path):
     if request.param == "mosquitto":
@@ -150,29 +166,22 @@ def test_a_session_on_the_wire_with_an_independent_backend(broker, interpreter):
 @pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
 def test_network_down_for_a_whole_session_then_everything_arrives_in_order(tmp_path,
                                                                           interpreter):
-    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
-            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
-        client.subscribe("mpevse/+/#")
-        backend = Backend(client)
-        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
-                        broker_user=CP, broker_password=USERS[CP],
-                        local_cards=[CARD]) as sim:
-            _until(sim, backend, _event(sim, "uplink", connected=True), 20, "connected")
-            sim.command_line("broker down")
-            _until(sim, backend, _event(sim, "uplink", connected=False), 20, "disconnected")
-            _session(sim, backend)  # a local card: charges offline
-            emitted = [e["record"]["id"] for e in sim.events if e.get("ev") == "cdr"]
-            assert len(emitted) == 1 and not [b for _, b in backend.durable
-                                              if b.get("type") == "cdr"]
-            mark = len(sim.events)
-            sim.command_line("broker up")
-            _until(sim, backend, _event(sim, "uplink", mark, connected=True), 60,
-                   "reconnected")
-            _until(sim, backend, _event(sim, "outbox", mark, depth=0), 30, "outbox drained")
-            cdrs = [b for _, b in backend.durable if b.get("type") == "cdr"]
-            assert [c["id"] for c in cdrs] == emitted
-            notes = [b["Type"] for _, b in backend.durable if b.get("type") == "notification"]
-            assert notes.index("Start") < notes.index("End")
+    with charge_point(tmp_path, interpreter, local_cards=[CARD]) as (client, backend, sim):
+        sim.command_line("broker down")
+        _until(sim, backend, _event(sim, "uplink", connected=False), 20, "disconnected")
+        _session(sim, backend)  # a local card: charges offline
+        emitted = [e["record"]["id"] for e in sim.events if e.get("ev") == "cdr"]
+        assert len(emitted) == 1 and not [b for _, b in backend.durable
+                                          if b.get("type") == "cdr"]
+        mark = len(sim.events)
+        sim.command_line("broker up")
+        _until(sim, backend, _event(sim, "uplink", mark, connected=True), 60,
+               "reconnected")
+        _until(sim, backend, _event(sim, "outbox", mark, depth=0), 30, "outbox drained")
+        cdrs = [b for _, b in backend.durable if b.get("type") == "cdr"]
+        assert [c["id"] for c in cdrs] == emitted
+        notes = [b["Type"] for _, b in backend.durable if b.get("type") == "notification"]
+        assert notes.index("Start") < notes.index("End")
 
 
 SID2 = "c3c2a1d0-1111-4222-8333-444455556666"
@@ -188,51 +197,45 @@ def _reply(client, start, rid):
 
 @pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
 def test_remote_start_and_stop_and_bad_commands_over_the_wire(tmp_path, interpreter):
-    with brokers.mosquitto(tmp_path, users=USERS) as broker, \
-            brokers.MqttClient(broker, "bridge", USERS["bridge"]) as client:
-        client.subscribe("mpevse/+/#")
-        backend = Backend(client)
-        with Simulation(interpreter=interpreter, broker=broker.url, cp_id=CP,
-                        broker_user=CP, broker_password=USERS[CP]) as sim:
-            _until(sim, backend, _event(sim, "uplink", connected=True), 20, "connected")
-            down = C.down_topic
-            n = len(client.messages)
-            client.publish(down(CP, C.DOWN_REMOTE_START), b"{not json")
-            bad = _until(sim, backend, lambda: [json.loads(m.payload) for m in
-                                                client.messages[n:]
-                                                if m.topic == C.up_topic(CP, C.UP_REPLY)],
-                         10, "an error reply")[0]
-            assert bad["Result"] is False and bad["StatusCode"]["Code"] == "022"
-            client.publish(down(CP, "fly"), json.dumps({"id": "x1"}))
-            _until(sim, backend, lambda: _reply(client, n, "x1"), 10, "unknown kind refused")
-            sim.command_line("plug 1")
-            n = len(client.messages)
-            client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
-                {"id": "r1", "SessionID": SID2, "Identification": EVCO,
-                 "EvseID": "DE*SIM*E0001*9"}))  # an EVSE this charge point does not have
-            r = _until(sim, backend, lambda: _reply(client, n, "r1"), 10, "reply r1")
-            assert r["Result"] is False and r["StatusCode"]["Code"] == "603"
-            client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
-                {"id": "r2", "SessionID": SID2, "Identification": EVCO,
-                 "EvseID": "DE*SIM*E0001*1"}))
-            r = _until(sim, backend, lambda: _reply(client, n, "r2"), 10, "reply r2")
-            assert r["Result"] is True and r["StatusCode"]["Code"] == "000"
-            sim.command_line("ev 1 charge")
-            _until(sim, backend, _event(sim, "contactor", evse=1, closed=True), 10, "close")
-            sim.command_line("wait 1")
-            client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
-                {"id": "r3", "SessionID": SID2}))
-            r = _until(sim, backend, lambda: _reply(client, n, "r3"), 10, "reply r3")
-            assert r["Result"] is True
-            _until(sim, backend, _event(sim, "session_end", evse=1, reason="Remote"), 10,
-                   "session end")
-            cdr = _until(sim, backend, lambda: [b for _, b in backend.durable
-                                                if b.get("type") == "cdr"], 15, "cdr")[0]
-            assert cdr["SessionID"] == SID2
-            client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
-                {"id": "r4", "SessionID": SID2}))  # after the CDR: 400 Session is invalid
-            r = _until(sim, backend, lambda: _reply(client, n, "r4"), 10, "reply r4")
-            assert r["Result"] is False and r["StatusCode"]["Code"] == "400"
+    with charge_point(tmp_path, interpreter) as (client, backend, sim):
+        down = C.down_topic
+        n = len(client.messages)
+        client.publish(down(CP, C.DOWN_REMOTE_START), b"{not json")
+        bad = _until(sim, backend, lambda: [json.loads(m.payload) for m in
+                                            client.messages[n:]
+                                            if m.topic == C.up_topic(CP, C.UP_REPLY)],
+                     10, "an error reply")[0]
+        assert bad["Result"] is False and bad["StatusCode"]["Code"] == "022"
+        client.publish(down(CP, "fly"), json.dumps({"id": "x1"}))
+        _until(sim, backend, lambda: _reply(client, n, "x1"), 10, "unknown kind refused")
+        sim.command_line("plug 1")
+        n = len(client.messages)
+        client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
+            {"id": "r1", "SessionID": SID2, "Identification": EVCO,
+             "EvseID": "DE*SIM*E0001*9"}))  # an EVSE this charge point does not have
+        r = _until(sim, backend, lambda: _reply(client, n, "r1"), 10, "reply r1")
+        assert r["Result"] is False and r["StatusCode"]["Code"] == "603"
+        client.publish(down(CP, C.DOWN_REMOTE_START), json.dumps(
+            {"id": "r2", "SessionID": SID2, "Identification": EVCO,
+             "EvseID": "DE*SIM*E0001*1"}))
+        r = _until(sim, backend, lambda: _reply(client, n, "r2"), 10, "reply r2")
+        assert r["Result"] is True and r["StatusCode"]["Code"] == "000"
+        sim.command_line("ev 1 charge")
+        _until(sim, backend, _event(sim, "contactor", evse=1, closed=True), 10, "close")
+        sim.command_line("wait 1")
+        client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
+            {"id": "r3", "SessionID": SID2}))
+        r = _until(sim, backend, lambda: _reply(client, n, "r3"), 10, "reply r3")
+        assert r["Result"] is True
+        _until(sim, backend, _event(sim, "session_end", evse=1, reason="Remote"), 10,
+               "session end")
+        cdr = _until(sim, backend, lambda: [b for _, b in backend.durable
+                                            if b.get("type") == "cdr"], 15, "cdr")[0]
+        assert cdr["SessionID"] == SID2
+        client.publish(down(CP, C.DOWN_REMOTE_STOP), json.dumps(
+            {"id": "r4", "SessionID": SID2}))  # after the CDR: 400 Session is invalid
+        r = _until(sim, backend, lambda: _reply(client, n, "r4"), 10, "reply r4")
+        assert r["Result"] is False and r["StatusCode"]["Code"] == "400"
 
 
 @pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
