@@ -13,7 +13,6 @@ import json
 import os
 import sys
 
-from firmware import contract
 from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import new_session_id
@@ -62,6 +61,7 @@ class Shell:
         self.reset = False  # the backend asked for a restart (reset / config change)
         up = cfg.get("uplink") or {}
         if transport is None and up.get("url"):
+            from firmware import contract  # only where an uplink is configured: heap
             from firmware.mqtt import Uplink as Transport
 
             transport = Transport(up["url"], cfg["cp_id"], up.get("user"), up.get("password"),

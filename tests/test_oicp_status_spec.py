@@ -7,7 +7,8 @@ import pytest
 
 from firmware import oicp_status
 
-SPEC = "/work/shared/reference/oicp-cpo-2.3-openapi/schemas/StatusCode.yaml"
+SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                    "reference", "oicp-cpo-2.3-openapi", "schemas", "StatusCode.yaml")
 
 
 def _norm(text):
