@@ -195,7 +195,8 @@ def test_ctrl_c_exits_cleanly(pty_pair):
 
 def test_against_the_virtual_pn532(pty_pair):
     """The host_sim chip is strict (wake-up time, LowVbat, retries 0xFF): the tool still reads."""
-    pn532 = pytest.importorskip("host_sim.devices.pn532")
+    from host_sim.devices import pn532
+
     master, path = pty_pair
     dev = pn532.Pn532()
     dev.present(UID_A)

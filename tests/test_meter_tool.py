@@ -154,7 +154,8 @@ class PtyBus(PtySlave):
 
 @pytest.mark.parametrize("model", ["sdm120", "sdm630"])
 def test_against_the_virtual_sdm_meter(model):
-    sdm = pytest.importorskip("host_sim.devices.sdm")
+    from host_sim.devices import sdm
+
     meter = sdm.SdmMeter(1, model, lambda now: (16.0, 8.0, 0.5), import_kwh=1234.5)
     with PtyBus(sdm.SdmBus([meter])) as pty:
         res = run_tool(pty.path, "--model", model, "--count", "2", "--interval", "0.1")

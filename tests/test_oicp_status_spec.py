@@ -15,8 +15,12 @@ def _norm(text):
     return re.sub(r"[\s.\u2013\-/]+", " ", text).strip().lower()
 
 
-@pytest.mark.skipif(not os.path.exists(SPEC), reason="reference OpenAPI files not on this host")
 def test_matches_openapi_table():
+    if not os.path.exists(SPEC):
+        # A user's clone has no ../shared; CI has it beside the clone and must check it.
+        if os.environ.get("CI") == "true":
+            pytest.fail("Hubject's OpenAPI files missing under CI: " + SPEC)
+        pytest.skip("reference OpenAPI files not beside the repository: " + SPEC)
     rows = re.findall(r"^\s*\|\s*(\d{3})\s*\|([^|]+)\|", open(SPEC, encoding="utf-8").read(), re.M)
     spec = {code: meaning for code, meaning in rows}
     for k in range(1000):

@@ -3,10 +3,8 @@
 import pytest
 
 from hal.compat import ticks_add, ticks_diff
-
-pn532_dev = pytest.importorskip("host_sim.devices.pn532")
-
-from hal.pn532 import PN532  # noqa: E402
+from hal.pn532 import PN532
+from host_sim.devices import pn532 as pn532_dev
 
 T0 = (1 << 30) - 2000  # cross the ESP32 tick wrap during the test
 

@@ -138,7 +138,6 @@ def run_tool_against(hub, args, timeout_s=20.0):
 
 @pytest.mark.slow
 def test_tools_meter_reads_the_virtual_sdm120():
-    pytest.importorskip("tools.meter")
     with Hub() as hub:
         meter = SdmMeter(1, "sdm120", lambda now: (10.0, 0.0, 0.0), import_kwh=42.0)
         port = hub.attach("meter", SdmBus([meter]))
@@ -153,7 +152,6 @@ def test_tools_meter_reads_the_virtual_sdm120():
 
 @pytest.mark.slow
 def test_tools_cardreader_reads_the_virtual_pn532_through_the_hub():
-    pytest.importorskip("tools.cardreader")
     with Hub() as hub:
         chip = Pn532()
         chip.present(H("04A1B2C3D4E5F6"))
