@@ -38,7 +38,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -497,7 +496,7 @@ def amqtt_broker(
         conf.write_text(json.dumps(config, indent=1))
         return Broker(
             "amqtt", HOST, p, users, tls_files.ca if tls_files else None, folder,
-            [sys.executable, str(Path(__file__).resolve()), "amqtt", str(conf)],
+            [sys.executable, str(REPO / "host_sim" / "broker.py"), "--config", str(conf)],
             folder / "amqtt.log",
         )
 
@@ -767,39 +766,3 @@ class MqttClient:
         with self._cond:
             return [m for m in self.messages if topic_matches(topic_filter, m.topic)]
 
-
-# -- the amqtt process ---------------------------------------------------------------------
-def _amqtt_main(conf_path: str) -> int:
-    """Run amqtt with the JSON configuration `conf_path` until SIGTERM or SIGINT.
-
-    amqtt's own script stops on KeyboardInterrupt only, which a SIGINT can deliver inside a
-    callback that swallows it; here both signals set an event and the broker shuts down.
-    """
-    import asyncio
-    import logging
-
-    from amqtt.broker import Broker as AmqttBroker
-
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(message)s")
-    logging.getLogger("transitions").setLevel(logging.WARNING)
-    with open(conf_path) as f:
-        config = json.load(f)
-
-    async def run() -> None:
-        broker = AmqttBroker(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await broker.start()
-        await stop.wait()
-        await broker.shutdown()
-
-    asyncio.run(run())
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "amqtt":
-        sys.exit(_amqtt_main(sys.argv[2]))
-    sys.exit("usage: python tests/brokers.py amqtt CONFIG.json")
