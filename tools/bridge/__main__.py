@@ -1,0 +1,40 @@
+"""`python -m tools.bridge [flags]` (tools/bridge/config.py lists them): run the bridge until
+SIGINT/SIGTERM. Exit status 2 for a bad configuration (one `error` line says why)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from tools.bridge.app import Bridge
+from tools.bridge.config import ConfigError, load
+from tools.bridge.log import Log
+
+
+async def _run(bridge: Bridge) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bridge.start()
+        await stop.wait()
+    finally:
+        await bridge.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    log = Log()
+    try:
+        cfg = load(argv)
+        bridge = Bridge(cfg, log)
+    except (ConfigError, ValueError, OSError) as e:
+        log.emit("error", kind="config", message=str(e))
+        return 2
+    asyncio.run(_run(bridge))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

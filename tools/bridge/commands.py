@@ -1,0 +1,63 @@
+"""Downlink commands and their replies: publish `down/<kind>` with a fresh id and wait (bounded)
+for the `up/reply` carrying that id from the same charge point (contract: every command with an
+id is answered on up/reply).
+
+Ids are `<instance-id>-<counter>-<random>`: unique across bridge restarts and across instances
+(issue 13 runs several; a reply then names the instance that waits for it). A reply nobody
+waits for (late, or another instance's) is ignored. When a charge point's availability turns
+`offline` (its last will) every command waiting on it ends at once with None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+from firmware import contract as C
+from tools.bridge import oicp
+
+
+class Commands:
+    def __init__(self, instance_id: str, publish):
+        """`publish(topic, payload_bytes)` is an async callable (QoS 1, not retained)."""
+        self.instance_id = instance_id
+        self.publish = publish
+        self._counter = itertools.count(1)
+        self._salt = os.urandom(3).hex()
+        self._waiting: dict[str, tuple[str, asyncio.Future]] = {}  # id -> (cp, future)
+
+    def new_id(self) -> str:
+        return "{}-{}-{}".format(self.instance_id, self._salt, next(self._counter))[:64]
+
+    async def send(self, cp: str, kind: str, body: dict, timeout_s: float) -> dict | None:
+        """Publish the command (body["id"] set by the caller) and return the reply, or None
+        if none came within `timeout_s` or the charge point went offline meanwhile."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        cmd_id = body["id"]
+        self._waiting[cmd_id] = (cp, fut)
+        try:
+            await self.publish(C.down_topic(cp, kind), oicp.encode_down(body))
+            return await asyncio.wait_for(fut, timeout_s)
+        except (asyncio.TimeoutError, ConnectionError):
+            return None  # no reply in time, or the broker link is down: the EVSE is unreached
+        finally:
+            self._waiting.pop(cmd_id, None)
+
+    def on_reply(self, cp: str, payload: bytes) -> bool:
+        """An up/reply arrived; True if a command was waiting for it."""
+        reply = oicp.parse_reply(payload)
+        if reply is None:
+            return False
+        entry = self._waiting.get(reply["id"])
+        if entry is None or entry[0] != cp or entry[1].done():
+            return False
+        entry[1].set_result(reply)
+        return True
+
+    def on_availability(self, cp: str, state: str) -> None:
+        if state != "offline":
+            return
+        for owner, fut in list(self._waiting.values()):
+            if owner == cp and not fut.done():
+                fut.set_result(None)
