@@ -623,7 +623,8 @@ class Hubject:
         if self._client is not None:
             await self._client.close()
 
-    async def _call_cpo(self, operation, provider_id, payload, expect_sid, timeout):
+    async def _call_cpo(self, operation, provider_id, payload, expect_sid, timeout,
+                        warnings=()):
         """POST ``payload`` (dict, or a str sent verbatim) to the CPO, record it, return the
         control API's result dict. Checks the answer: HTTP 200, JSON, the acknowledgement
         schema (§4), Result true <=> 000, a code a CPO may send (§9), SessionID echoed."""
@@ -633,7 +634,7 @@ class Hubject:
         url = self.cpo["url"].rstrip("/") + path
         data = payload if isinstance(payload, str) else json.dumps(payload)
         rec = {"direction": "out", "operation": operation, "path": url,
-               "body": payload, "problems": [], "warnings": []}
+               "body": payload, "problems": [], "warnings": list(warnings)}
         started = time.monotonic()
         http_status, answer = None, None
         try:
@@ -735,10 +736,10 @@ class Hubject:
                    "AuthorizationStopIdentifications": [], "created": _now().isoformat(),
                    "notifications": [], "cdr": None}
         self.sessions[sid] = session
-        result = await self._call_cpo("AuthorizeRemoteStart", provider, msg, sid, timeout)
-        if member != ["RemoteIdentification"]:
-            self.calls[-1]["warnings"].append("RemoteStart with %s: §3 says only "
-                                              "RemoteIdentification" % member)
+        warnings = [] if member == ["RemoteIdentification"] else [
+            "RemoteStart with %s: §3 says only RemoteIdentification" % ", ".join(member)]
+        result = await self._call_cpo("AuthorizeRemoteStart", provider, msg, sid, timeout,
+                                      warnings)
         answer = result["body"]
         if isinstance(answer, dict) and answer.get("Result") is True:
             session["state"] = "open"
