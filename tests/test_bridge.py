@@ -425,6 +425,13 @@ def test_429_is_retried_within_the_deadline(bridge, hubject, cp):
     assert len(hubject.wait_calls(n + 2)) == n + 2
 
 
+def test_no_time_left_answers_320_without_calling_hubject(bridge, hubject, cp):
+    n = len(hubject.calls)
+    ans, took = authorize(cp, "0000E001", ttl_ms=100)  # less than the way back needs
+    assert ans["StatusCode"]["Code"] == "320" and took < 1.0
+    assert len(hubject.calls) == n
+
+
 def test_bad_requests_never_reach_hubject(bridge, hubject, cp):
     n = len(hubject.calls)
     ans, _ = authorize(cp, "12345ABCD")  # not a UIDType

@@ -13,8 +13,9 @@ from firmware import oicp_status as S
 from firmware.cards import _parse_auth
 from firmware.session import ident_token
 from tools.bridge import oicp
+from tools.bridge.app import without_userinfo
 from tools.bridge.budget import Bucket, parse_budget
-from tools.bridge.config import ConfigError, build
+from tools.bridge.config import ConfigError, build, load
 
 OP = "DE*SIM"
 HEX = "0123456789ABCDEF"
@@ -314,3 +315,21 @@ def test_config_ok():
                      budget=["AuthorizeStart=5/min"], instance_id="b1"))
     assert cfg.hubject_url == "http://localhost:8080/api/oicp"
     assert cfg.budgets == {"eRoamingAuthorizeStart": 5} and cfg.listen_port == 0
+
+
+def test_config_file_and_flags(tmp_path):
+    f = tmp_path / "bridge.json"
+    f.write_text(json.dumps({"broker": "mqtt://127.0.0.1:1883", "operator-id": OP,
+                             "hubject_url": "http://127.0.0.1:9/api/oicp",
+                             "listen": "127.0.0.1:0", "budget": {"AuthorizeStop": 7},
+                             "instance_id": "from-file"}))
+    cfg = load(["--config", str(f), "--instance-id", "from-flag"])
+    assert cfg.instance_id == "from-flag" and cfg.budgets == {"eRoamingAuthorizeStop": 7}
+    f.write_text(json.dumps({"brokr": "x"}))
+    with pytest.raises(ConfigError):
+        load(["--config", str(f)])
+
+
+def test_urls_logged_without_credentials():
+    assert without_userinfo("mqtt://bridge:secret@10.0.0.1:1883") == "mqtt://10.0.0.1:1883"
+    assert without_userinfo("https://h/api/oicp") == "https://h/api/oicp"

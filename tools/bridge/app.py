@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -20,6 +21,14 @@ from tools.bridge.hubject import HubjectClient, client_context
 from tools.bridge.log import Log
 from tools.bridge.registry import Registry
 from tools.bridge.server import BASE, RemoteService
+
+
+def without_userinfo(url: str) -> str:
+    """The URL without `user:password@` (never logged)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
@@ -91,8 +100,9 @@ class Bridge:
         await asyncio.wait_for(self.link.subscribed.wait(), ready_timeout_s)
         return self.log.emit(
             "ready", listen=self.listen_url, base=self.listen_url + BASE,
-            operator_id=cfg.operator_id, instance_id=cfg.instance_id, broker=cfg.broker,
-            hubject_url=cfg.hubject_url, mutual_tls_in=bool(cfg.client_ca),
+            operator_id=cfg.operator_id, instance_id=cfg.instance_id,
+            broker=without_userinfo(cfg.broker), hubject_url=without_userinfo(cfg.hubject_url),
+            mutual_tls_in=bool(cfg.client_ca),
             subscriptions=[f for f, _ in mqttlink.subscriptions(cfg.share_group)],
             charge_points=len(self.registry.evses))
 

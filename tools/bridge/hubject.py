@@ -113,6 +113,9 @@ class HubjectClient:
                            process_id)
 
         while True:
+            if deadline - time.monotonic() < MIN_CALL_S:
+                return done(oicp.refusal(msg_id, S.SERVICE_NOT_AVAILABLE,
+                                         "no time left before the charge point's deadline"))
             if not await bucket.acquire(deadline - MIN_CALL_S):
                 return done(oicp.refusal(msg_id, S.SERVICE_NOT_AVAILABLE,
                                          operation + " budget exhausted before the deadline"))

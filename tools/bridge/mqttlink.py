@@ -147,7 +147,7 @@ class MqttLink:
     async def _session(self, client: aiomqtt.Client) -> None:
         for filt, _kind in subscriptions(self.share_group):
             await client.subscribe(filt, qos=C.QOS)
-        self.log.emit("mqtt", connected=True, broker=self.settings.url)
+        self.log.emit("mqtt", connected=True, broker=urlsplit(self.settings.url).hostname)
         # Mosquitto sends a subscription's retained messages before it answers the next
         # SUBSCRIBE, so once the last SUBACK is in, every retained birth and availability is
         # queued: handle the queue before saying "subscribed".
