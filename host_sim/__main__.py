@@ -121,8 +121,9 @@ def build_parser():
     s.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     _add_broker_flags(s)
     s.set_defaults(func=_scenario)
-    d = sub.add_parser("demo", help="a narrated scripted session")
-    d.add_argument("--interpreter", **interp)
+    d = sub.add_parser("demo", help="the whole chain narrated: broker, Hubject simulator, OICP "
+                                    "bridge, a charge point with two EVSEs")
+    d.add_argument("--interpreter", **dict(interp, default="micropython"))
     d.set_defaults(func=_demo)
     return p
 
