@@ -333,3 +333,16 @@ def test_config_file_and_flags(tmp_path):
 def test_urls_logged_without_credentials():
     assert without_userinfo("mqtt://bridge:secret@10.0.0.1:1883") == "mqtt://10.0.0.1:1883"
     assert without_userinfo("https://h/api/oicp") == "https://h/api/oicp"
+
+
+def test_subscriptions_ready_for_shared_groups():
+    from tools.bridge.mqttlink import classify, subscriptions
+
+    plain = [f for f, _ in subscriptions()]
+    assert plain == [C.birth_topic("+"), C.availability_topic("+"), C.up_topic("+", "reply"),
+                     C.up_topic("+", "authorize")]
+    shared = [f for f, _ in subscriptions("bridges")]
+    # births, availability and replies reach every instance; requests only one of them
+    assert shared[:3] == plain[:3] and shared[3] == "$share/bridges/mpevse/+/up/authorize"
+    assert classify("mpevse/CP-A/up/authorize") == ("authorize", "CP-A")
+    assert classify("mpevse/CP-A/up/cdr") is None and classify("other/CP-A/birth") is None
