@@ -610,3 +610,30 @@ def test_plain_http_to_remote_hubject_refused(broker):
     assert proc.returncode == 2
     err = json.loads(proc.stdout.splitlines()[-1])
     assert err["event"] == "error" and "loopback" in err["message"]
+
+
+def test_shared_group_hands_each_request_to_one_instance(broker, pki, hubject, cp):
+    procs = [BridgeProcess(bridge_argv(broker, pki, hubject.port, "--share-group", "g",
+                                       "--instance-id", name)) for name in ("t3", "t4")]
+    uids = ["0000F00{}".format(i) for i in range(6)]
+
+    def handled(p):
+        with p.cond:
+            return [u for u in uids for r in p.lines
+                    if r.get("event") == "oicp" and u[-4:] in str(r.get("Identification"))]
+
+    try:
+        for p in procs:
+            p.wait_line(lambda r: r.get("event") == "ready", what="ready line")
+        for uid in uids:
+            authorize(cp, uid)
+        deadline = time.monotonic() + TIMEOUT
+        while len(handled(procs[0]) + handled(procs[1])) < len(uids):
+            assert time.monotonic() < deadline, (handled(procs[0]), handled(procs[1]))
+            with procs[0].cond:  # wake on t3's next line, or look again after 50 ms
+                procs[0].cond.wait(0.05)
+        got = handled(procs[0]) + handled(procs[1])
+        assert sorted(got) == uids  # each request went to exactly one of the two
+    finally:
+        for p in procs:
+            p.stop()
