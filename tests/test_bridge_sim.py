@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 
@@ -201,14 +202,6 @@ def test_timeout_refused_before_the_deadline_and_not_retried(bridge, hub, cp):
     assert len(calls(hub, "AuthorizeStart")) <= 1  # the late one is recorded when processed
 
 
-def test_429_retried_after_retry_after(bridge, hub, cp):
-    ctl(hub, "POST", "/faults", {"operation": "AuthorizeStart", "mode": "http_429", "count": 1,
-                                 "seconds": 1})  # Retry-After: 1
-    ans, took = authorize(cp, "04A2B3C4D5E6F7", ttl_ms=5000)
-    assert ans["AuthorizationStatus"] == "Authorized" and took >= 1.0
-    assert [c["http_status"] for c in calls(hub, "AuthorizeStart")] == [429, 200]
-
-
 # -- Hubject -> charge point ---------------------------------------------------------------------
 def _remote(hub, cp, path, body, code="000"):
     """Hubject's remote start/stop via the control API while the charge point answers."""
@@ -274,19 +267,38 @@ def test_bridge_added_latency_per_authorize_start(bridge, hub, cp):
     """Round trip charge point -> bridge -> simulator -> bridge -> charge point, minus the
     HTTP call the bridge timed: the bridge's own share (MQTT both ways through Mosquitto
     included). Printed for the closing note; bounded loosely (2 shared cores)."""
-    total, http, own = [], [], []
+    def records():
+        return [r for r in bridge.lines if r.get("event") == "oicp"
+                and r.get("operation") == "eRoamingAuthorizeStart"]
+
+    with bridge.cond:
+        before = len(records())
+    total = []
     for _ in range(30):
         ans, took = authorize(cp, "04A2B3C4D5E6F7")
         assert ans["AuthorizationStatus"] == "Authorized"
         total.append(took * 1000)
-    with bridge.cond:
-        recs = [r for r in bridge.lines if r.get("event") == "oicp"
-                and r.get("operation") == "eRoamingAuthorizeStart"][-30:]
+    deadline = time.monotonic() + TIMEOUT
+    with bridge.cond:  # the last log line follows the last answer
+        while len(records()) < before + 30:
+            assert bridge.cond.wait(max(0.0, deadline - time.monotonic())) or \
+                len(records()) >= before + 30, "log lines missing"
+        recs = records()[before:before + 30]
     http = [r["latency_ms"] for r in recs]
     own = [r["bridge_ms"] for r in recs]
+    added = [t - r["latency_ms"] - r.get("wait_ms", 0) for t, r in zip(total, recs, strict=True)]
     print("\nAuthorizeStart x30: round trip median {:.1f} ms (p90 {:.1f}); Hubject HTTP "
           "median {:.1f} ms; inside the bridge median {:.1f} ms; round trip minus HTTP "
           "median {:.1f} ms".format(
               statistics.median(total), sorted(total)[26], statistics.median(http),
-              statistics.median(own), statistics.median(total) - statistics.median(http)))
-    assert statistics.median(total) - statistics.median(http) < 100
+              statistics.median(own), statistics.median(added)))
+    assert statistics.median(added) < 100
+
+
+# last: a 429 slows this bridge's AuthorizeStart budget down for a while (by design)
+def test_429_retried_after_retry_after(bridge, hub, cp):
+    ctl(hub, "POST", "/faults", {"operation": "AuthorizeStart", "mode": "http_429", "count": 1,
+                                 "seconds": 1})  # Retry-After: 1
+    ans, took = authorize(cp, "04A2B3C4D5E6F7", ttl_ms=5000)
+    assert ans["AuthorizationStatus"] == "Authorized" and took >= 1.0
+    assert [c["http_status"] for c in calls(hub, "AuthorizeStart")] == [429, 200]

@@ -71,7 +71,9 @@ class Authorizer:
             AuthorizationStatus=answer["AuthorizationStatus"],
             identification=body["Identification"], attempts=out.attempts,
             process_id=out.process_id,
-            bridge_ms=round((time.monotonic() - received) * 1000 - out.latency_ms, 1),
+            wait_ms=out.wait_ms or None,
+            bridge_ms=round((time.monotonic() - received) * 1000 - out.latency_ms
+                            - out.wait_ms, 1),
             ttl_ms=ttl)
         return answer
 

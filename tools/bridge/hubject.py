@@ -69,9 +69,10 @@ class Outcome:
 
     answer: dict  # the down/authorize body
     http_status: int | None  # None: no HTTP answer (time-out, connection, budget)
-    latency_ms: float  # from the first try to the last answer (waits for the budget included)
+    latency_ms: float  # time on the wire: from the first try to the last answer, minus waits
     attempts: int
     process_id: str | None = None  # Hubject's Process-ID header, for support tickets
+    wait_ms: float = 0.0  # waited for the budget (AUP rate, a 429's Retry-After)
 
 
 class HubjectClient:
@@ -107,16 +108,21 @@ class HubjectClient:
         bucket = self.budgets[operation]
         attempts = 0
         status: int | None = None
+        waited = 0.0
 
         def done(answer, process_id=None):
-            return Outcome(answer, status, round((time.monotonic() - t0) * 1000, 1), attempts,
-                           process_id)
+            total = time.monotonic() - t0
+            return Outcome(answer, status, round((total - waited) * 1000, 1), attempts,
+                           process_id, round(waited * 1000, 1))
 
         while True:
             if deadline - time.monotonic() < MIN_CALL_S:
                 return done(oicp.refusal(msg_id, S.SERVICE_NOT_AVAILABLE,
                                          "no time left before the charge point's deadline"))
-            if not await bucket.acquire(deadline - MIN_CALL_S):
+            t_wait = time.monotonic()
+            granted = await bucket.acquire(deadline - MIN_CALL_S)
+            waited += time.monotonic() - t_wait
+            if not granted:
                 return done(oicp.refusal(msg_id, S.SERVICE_NOT_AVAILABLE,
                                          operation + " budget exhausted before the deadline"))
             left = deadline - time.monotonic()
