@@ -108,13 +108,52 @@ during an mqtts handshake must be measured on the device.
 
 import _thread
 import os
+import select
 import socket
 import sys
 
 from hal.compat import MICROPYTHON, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 if MICROPYTHON:
+    import io
+    from errno import ECONNREFUSED, EINPROGRESS, ETIMEDOUT
+
     _SSL_WANT_READ = ()
+    _POLL_FAILED = select.POLLERR | select.POLLHUP
+
+    class _Link(io.IOBase):
+        """The TCP socket as the stream MicroPython's TLS layer reads and writes (mbedTLS calls
+        readinto/write from C). The socket is non-blocking. While `wait_ms` > 0 (the handshake,
+        which runs in a C loop) each call waits for the socket itself, at most wait_ms (ms)
+        from the call's start, and then fails with ETIMEDOUT (a negative result is an errno
+        to the stream layer); with wait_ms 0 a call that would block returns None (mbedTLS:
+        WANT_READ / WANT_WRITE) and _Conn does the waiting, with its own deadline."""
+
+        def __init__(self, conn):
+            self.conn = conn
+            self.wait_ms = 0
+
+        def readinto(self, buf):
+            return self._io(buf, True)
+
+        def write(self, buf):
+            return self._io(buf, False)
+
+        def _io(self, buf, reading):
+            raw = self.conn.raw
+            end = ticks_add(ticks_ms(), self.wait_ms)
+            while True:
+                n = raw.readinto(buf) if reading else raw.write(buf)
+                if n is not None or not self.wait_ms:
+                    return n
+                if not self.conn.wait(select.POLLIN if reading else select.POLLOUT, end):
+                    return -ETIMEDOUT
+
+        def ioctl(self, req, arg):
+            if req == 4:  # MP_STREAM_CLOSE: the TLS socket is closing, this goes with it
+                self.conn.raw.close()
+                return 0
+            return -22  # EINVAL: the TLS layer asks nothing else of it (it is never polled)
 else:
     import ssl as _cpython_ssl
 
@@ -243,6 +282,16 @@ class _Conn:
     does nothing: the transport has connected (and verified) it already. Counts what it reads
     and stamps what it writes, for keep-alive and stall detection.
 
+    Time-outs. CPython: the socket's own (settimeout(timeout_s)), which CPython keeps as a
+    deadline across interrupted system calls. MicroPython: the socket is non-blocking and every
+    blocking step -- TCP connect, each TLS handshake read or write (_Link), each read(n), each
+    write -- waits in select.poll with a deadline of its own (ms ticks), timeout_s after the
+    step began. MicroPython's settimeout is not used: on the unix port the control loop's
+    gc.collect() (firmware/shell.py, every second) interrupts this thread's blocking recv to
+    scan its stack, and the recv is retried with a fresh SO_RCVTIMEO, so a time-out longer
+    than the collection period never expired (an attempt into a silent broker hung until the
+    connection was reset).
+
     umqtt writes each packet in pieces (fixed header, variable header, each string): they are
     gathered in `wbuf` and sent as one segment (one TLS record) when umqtt starts waiting for
     the answer (a blocking read) or the transport calls flush() after a packet. With
@@ -250,44 +299,109 @@ class _Conn:
     peer's delayed ACK: about 40 ms per packet otherwise)."""
 
     def __init__(self, raw, timeout_s, wbuf):
+        self.raw = raw  # the TCP socket
         self.io = raw  # what the bytes go through: the TCP socket, or the TLS socket over it
-        self._timed = raw  # what time-outs are set on (MicroPython: the TCP socket below TLS)
+        self._timed = raw  # CPython: what time-outs are set on (the TLS socket once secured)
         self.tls = False
+        self.held = False  # TLS: bytes may wait decrypted, where poll does not see them
         self.timeout_s = timeout_s
+        self.timeout_ms = int(timeout_s * 1000)
         self.blocking = True
         self.rx = 0  # bytes read so far: any byte after a PINGREQ shows the broker is alive
         self.tx_at = ticks_ms()  # when the last write ended (ms ticks)
         self._wbuf = wbuf
         self._wlen = 0  # bytes gathered in wbuf, not sent yet
         self._poller = None
-        raw.settimeout(timeout_s)
+        self._flags = 0  # MicroPython: the poll flags wait() saw last
+        if MICROPYTHON:
+            raw.setblocking(False)
+            self._poller = select.poll()
+            self._poller.register(raw, select.POLLIN)
+        else:
+            raw.settimeout(timeout_s)
         raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
 
-    def secure(self, tls_sock):
-        self.io = tls_sock
+    def open(self, addr):
+        """TCP connect to addr, within timeout_s (OSError otherwise)."""
+        if not MICROPYTHON:
+            self.raw.connect(addr)
+            return
+        try:
+            self.raw.connect(addr)
+            return
+        except OSError as e:
+            if e.args[0] != EINPROGRESS:
+                raise
+        if not self.wait(select.POLLOUT, ticks_add(ticks_ms(), self.timeout_ms)):
+            raise OSError(ETIMEDOUT)
+        if self._flags & _POLL_FAILED:
+            self.raw.connect(addr)  # raises the connection's error (ECONNREFUSED, ...)
+            raise OSError(ECONNREFUSED)
+
+    def secure(self, ctx, host):
+        """The TLS handshake (certificate chain and host name checked by ctx), each of its
+        reads and writes within timeout_s; then everything goes through the TLS socket."""
+        if MICROPYTHON:
+            link = _Link(self)
+            link.wait_ms = self.timeout_ms
+            self.io = ctx.wrap_socket(link, server_hostname=host)
+            link.wait_ms = 0
+        else:  # CPython: the SSLSocket replaces the plain one
+            self.io = self._timed = ctx.wrap_socket(self.raw, server_hostname=host)
         self.tls = True
-        if not MICROPYTHON:  # CPython: the SSLSocket replaces the plain one
-            self._timed = tls_sock
 
     def connect(self, addr):
         return None  # connected by Uplink._open before umqtt sees it
 
     def setblocking(self, flag):
         self.blocking = flag
-        self._timed.settimeout(self.timeout_s if flag else 0)
+        if not MICROPYTHON:
+            self._timed.settimeout(self.timeout_s if flag else 0)
+
+    def wait(self, event, end):
+        """MicroPython: wait until the socket is ready for `event` (select.POLLIN/POLLOUT) or
+        failed; False once the deadline `end` (ms ticks) has passed."""
+        poller = self._poller
+        poller.modify(self.raw, event)
+        while True:
+            left = ticks_diff(end, ticks_ms())
+            if left <= 0:
+                return False
+            for _obj, flags in poller.ipoll(left):  # no allocation, unlike poll()
+                self._flags = flags
+                return True
 
     def read(self, n):
         if self.blocking:
             self.flush()  # umqtt waits for an answer: what it wrote must be on its way
         data = self.io.read(n) if MICROPYTHON else self._recv(n)
         if data is None:
-            return None  # non-blocking, nothing there
-        if not data:
+            if not self.blocking:
+                self.held = False
+                return None  # non-blocking, nothing there
+            data = b""  # MicroPython: nothing yet, wait for it
+        elif not data:
             raise LinkDown("closed by the broker")
         if len(data) < n:
-            raise LinkDown("read cut short: {} of {} bytes".format(len(data), n))
+            if not MICROPYTHON:
+                raise LinkDown("read cut short: {} of {} bytes".format(len(data), n))
+            data = self._rest(data, n)
         self.rx += n
+        self.held = self.tls
         return data
+
+    def _rest(self, got, n):
+        """MicroPython: the rest of n bytes after `got`, all within timeout_s."""
+        end = ticks_add(ticks_ms(), self.timeout_ms)
+        while len(got) < n:
+            if not self.wait(select.POLLIN, end):
+                raise LinkDown("read timed out after {} of {} bytes".format(len(got), n))
+            part = self.io.read(n - len(got))
+            if part is not None:
+                if not part:
+                    raise LinkDown("closed by the broker")
+                got += part
+        return got
 
     def _recv(self, n):
         got = b""
@@ -321,27 +435,31 @@ class _Conn:
 
     def _send(self, data):
         if MICROPYTHON:
-            done = self.io.write(data)
-            if done is None or done < len(data):
-                raise LinkDown("write timed out after {} of {} bytes".format(
-                    done or 0, len(data)))
+            end = ticks_add(ticks_ms(), self.timeout_ms)
+            done = 0
+            while done < len(data):
+                sent = self.io.write(data[done:] if done else data)
+                if sent:
+                    done += sent
+                elif not self.wait(select.POLLOUT, end):
+                    raise LinkDown("write timed out after {} of {} bytes".format(
+                        done, len(data)))
         else:
             self.io.sendall(data)
         self.tx_at = ticks_ms()
 
     def readable(self, timeout_ms):
-        """True when a packet's first byte can be read now or arrives within timeout_ms."""
-        if self._poller is None:
-            import select
-
-            self._poller = select.poll()
-            self._poller.register(self.io, select.POLLIN)
+        """True when a packet's first byte can be read now or arrives within timeout_ms. Bytes
+        the TLS layer already decrypted do not show to poll: `held` says there may be some
+        (after every read, until a non-blocking read finds nothing)."""
         if MICROPYTHON:
+            self._poller.modify(self.raw, select.POLLIN)
             for _ in self._poller.ipoll(timeout_ms):  # no allocation, unlike poll()
                 return True
             return False
-        if self.tls and self.io.pending():
-            return True
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.io, select.POLLIN)
         return bool(self._poller.poll(timeout_ms))
 
     def close(self):
@@ -595,7 +713,7 @@ class Uplink:
             conn = self._open(addrs)
             if self._tls is not None:
                 stage = self._step("tls")
-                conn.secure(self._tls.wrap_socket(conn.io, server_hostname=self.host))
+                conn.secure(self._tls, self.host)
             stage = self._step("connect")
             self._connect(conn)
             stage = self._step("subscribe")
@@ -629,10 +747,9 @@ class Uplink:
         """A TCP connection to the first address that accepts (each bounded by timeout_s)."""
         error = None
         for family, kind, proto, _name, addr in addrs:
-            raw = socket.socket(family, kind, proto)
-            conn = _Conn(raw, self.timeout_s, self._wbuf)
+            conn = _Conn(socket.socket(family, kind, proto), self.timeout_s, self._wbuf)
             try:
-                raw.connect(addr)
+                conn.open(addr)
                 return conn
             except OSError as e:
                 error = e
@@ -708,7 +825,7 @@ class Uplink:
                 ping_rx = conn.rx
             if len(self._in) >= self.queue_len:
                 sleep_ms(IDLE_MS)  # the loop has not fetched what came: read no more yet
-            elif conn.readable(0 if item is not None else IDLE_MS):
+            if conn.held or conn.readable(0 if item is not None else IDLE_MS):
                 op = self._client.check_msg()  # one packet; a PUBLISH goes to _received
                 conn.flush()  # the PUBACK of a QoS 1 PUBLISH
                 if op is not None:

@@ -259,6 +259,8 @@ def main(args):
     lose = o.get("lose")  # publish this QoS 1 message once, on the first connection
     end_ms = int(o.get("seconds", 5) * 1000)
     until = o.get("connects", 0)
+    gc_ms = o.get("gc_ms", 0)  # collect as often as firmware/shell.py (GC_EVERY_MS) or more
+    gc_at = ticks_ms()
     while True:
         now_us = ticks_us()
         gap = ticks_diff(now_us, prev)
@@ -267,6 +269,10 @@ def main(args):
             worst = gap
         passes += 1
         now = ticks_ms()
+        if gc_ms and ticks_diff(now, gc_at) >= gc_ms:
+            gc_at = now
+            gc.collect()
+            prev = ticks_us()  # the probe's own gc.collect() is not the transport's
         item = up.poll()
         if item is not None and item[0] in ("connected", "disconnected"):
             say(ev="status", t=ticks_diff(now, t0), kind=item[0], reason=item[1],
@@ -557,20 +563,31 @@ def test_publish_queue_is_bounded_and_backoff_doubles_with_jitter():
 # -- stand-ins: the loop never waits -------------------------------------------------------
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
 @pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])
-def test_a_broker_that_accepts_and_never_answers(interpreter, scheme, rom, tls, tmp_path,
-                                                 cleanup):
+@pytest.mark.parametrize("gc_ms", [0, 300], ids=["no-gc", "gc-300ms"])
+def test_a_broker_that_accepts_and_never_answers(interpreter, scheme, gc_ms, rom, tls,
+                                                 tmp_path, cleanup):
     """TCP accepted, then silence: no CONNACK (mqtt) or no ServerHello (mqtts). Every attempt
-    ends by the 1 s time-out; the loop keeps its 2 ms pace throughout."""
+    ends by the 1 s time-out; the loop keeps its 2 ms pace throughout. With gc_ms the loop
+    collects every 300 ms, as the shell does (every 1000 ms): on the MicroPython unix port
+    gc.collect() interrupts the transport thread's blocking reads, which a socket time-out
+    (SO_RCVTIMEO, restarted with each retry) did not survive -- the attempt then hung
+    instead of ending after 1 s, and this case saw no failed attempt at all."""
     s = _standin(tmp_path, cleanup, "--silent")
     ca = str(tls["good"].ca) if scheme == "mqtts" else None
     p = _probe(interpreter, rom, tmp_path, cleanup, url="{}://localhost:{}".format(
-        scheme, s.port), ca=ca, timeout_s=1, backoff_ms=[200, 400], seconds=3.5)
+        scheme, s.port), ca=ca, timeout_s=1, backoff_ms=[200, 400], seconds=3.5,
+        gc_ms=gc_ms)
     done = p.done()
-    reasons = [e["reason"] for e in p.status("disconnected")]
+    downs = p.status("disconnected")
+    reasons = [e["reason"] for e in downs]
     stage = "tls: " if scheme == "mqtts" else "connect: "
     assert len(reasons) >= 2 and all(r.startswith(stage) for r in reasons), reasons
     assert done["connects"] == 0
-    _gap_ok("silent " + scheme, p, done, attempts=len(reasons))
+    # the first attempt starts at once and must end by its 1 s time-out (+ slack for the
+    # connect and, mqtts, the CA and handshake set-up on a loaded runner)
+    assert downs[0]["t"] < 2000, downs
+    _gap_ok("silent {}{}".format(scheme, " gc" if gc_ms else ""), p, done,
+            attempts=len(reasons))
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
@@ -696,9 +713,11 @@ def test_heap_is_flat_across_50_reconnects(interpreter, rom, tmp_path, cleanup):
                    uplink_cost=start["uplink"])
     if interpreter == "micropython":
         # steady from the 2nd connection on (the 1st has no "disconnected" reason to hold yet);
-        # the conservative GC makes the figure alternate by one 32-byte block at most
+        # the conservative GC makes the figure alternate by two 32-byte blocks at most (stale
+        # words in the transport thread's frames, depending on where the sample catches it);
+        # a leak of even 16 B per connection would show as 800 B over the 50
         series = [heaps[k] for k in range(2, 51)]
-        assert max(series[-10:]) <= max(series[:10]) and max(series) - min(series) <= 32, \
+        assert max(series[-10:]) <= max(series[:10]) and max(series) - min(series) <= 64, \
             (figures, series)
         figures["working_heap"] = heaps[50] - start["base"]  # conservative GC: a stale word at most
     _gap_ok("50 reconnects", p, done, **figures)

@@ -24,10 +24,12 @@ so a stalled link is found within the test):
     tls_stall  mqtts: the link is reset and the network stalled at once, so the next attempt's
                TLS handshake goes into the black hole and times out in the thread -- then `up`
 In both stall cases the held attempt must end by the transport's own time-out (timeout_s,
-10 s) while the network still stalls (the network is restored at the latest 3 s after that);
-on the MicroPython unix port it does not (MP_TIMEOUT_BUG), and those two cases are reported
-as xfail -- after every safety check above has passed. Each case also checks the reconnect
-against the back-off bound (tools/soak_reconnect.py) and that a downlink command is answered.
+10 s) while the network still stalls (the network is restored at the latest 3 s after that),
+on both interpreters: the firmware's loop calls gc.collect() every second, which on the
+MicroPython unix port interrupts the transport thread's blocking reads -- a socket time-out
+(settimeout) restarted with every retry and never expired there, so firmware/mqtt.py keeps
+deadlines of its own. Each case also checks the reconnect against the back-off bound
+(tools/soak_reconnect.py) and that a downlink command is answered.
 
 Reconnect soak: tools/soak_reconnect.py with 8 broker restarts + 8 network cuts during one
 session, one of them 12 s long (the script's default: 50 + 50, every 10th long): every
@@ -63,15 +65,6 @@ SOAK_LONG_EVERY = 8  # one outage of soak.LONG_DEAD_S: the back-off doubles up t
 CASES = ("stall", "kill", "down", "tls_stall")
 HELD_TIMEOUT_S = 10  # firmware/mqtt.py Uplink(timeout_s=10): every blocking step ends by then
 HOLD_MARGIN_S = 3  # ... plus this before a held attempt counts as never ending
-MP_TIMEOUT_BUG = (
-    "firmware bug (MicroPython unix port): firmware/mqtt.py's socket time-outs never expire "
-    "while the control loop runs. firmware/shell.py collects every GC_EVERY_MS = 1000 ms; on "
-    "the unix port gc.collect() interrupts the other threads' blocking recv (to scan their "
-    "stacks) and MicroPython retries it with a fresh SO_RCVTIMEO, so a wait longer than 1 s "
-    "(timeout_s = 10 s: CONNACK, each TLS handshake read, SUBACK, PUBACK) never ends: an "
-    "attempt into a black hole hangs the uplink until the connection is reset. Shown by a "
-    "thread's recv with settimeout(2) on a silent socket: OSError after 2 s while the main "
-    "thread sleeps, never (8 s) while it calls gc.collect() every 1 s.")
 
 
 def _last(sim, ev, start=0, **fields):
@@ -244,15 +237,10 @@ def _case(sim, backend, broker, case, interpreter):
     backend.command(sim, C.DOWN_REMOTE_STOP, {"id": rid, "SessionID": soak.unknown_session()})
     reply = soak.until(sim, backend, lambda: backend.replies.get(rid), 10, "the reply")
     assert reply["StatusCode"]["Code"] == "400", reply
-    if held is not None and not held[0]:
-        # Safety held (asserted above); the transport's own time-out did not. Known on the
-        # MicroPython unix port (see MP_TIMEOUT_BUG); anywhere else it is a failure.
-        message = "{}\nthe {} attempt into the stalled network was still waiting after {} s " \
-            "(firmware/mqtt.py: every blocking step ends after timeout_s = {} s)".format(
-                figures, held[2], held[1], HELD_TIMEOUT_S)
-        if interpreter == "micropython":
-            pytest.xfail(MP_TIMEOUT_BUG + "\n" + message)
-        raise AssertionError(message)
+    # safety held (asserted above); the transport's own time-out must have too
+    assert held is None or held[0], "{}\nthe {} attempt into the stalled network was still " \
+        "waiting after {} s (firmware/mqtt.py: every blocking step ends after timeout_s = " \
+        "{} s)".format(figures, held[2], held[1], HELD_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
