@@ -9,10 +9,16 @@ CP and PP sense must be ADC1 pins (GPIO 32-39): ADC2 cannot be read while WiFi i
 Mirror contact: an NC auxiliary contact between the input and GND with the pull-up on, so
 "contact closed" reads 0. GPIO 34-39 have no pull-ups:
 use an external one there. Facts: shared/reference/hardware.md §6.2, §6.3.
+Wall clock: the RTC restarts at the epoch with the power; NTP (`ntptime`) sets it once the
+WiFi station is connected (Esp32Board.wall_clock).
 """
+
+import time
 
 from machine import ADC, PWM, UART, Pin
 
+from firmware.timefmt import CLOCK_FLOOR_S
+from hal.boards.board import Board
 from hal.boards.common import ConfigError, wire
 from hal.iec61851 import PWM_HZ
 
@@ -29,6 +35,49 @@ DEFAULT_EVSE_PINS = (
 )
 DEFAULT_UART_PINS = {"reader": (22, 21), "meter": (17, 16)}  # (tx, rx)
 DEFAULT_DE_PIN = 4
+
+
+NTP_RETRY_MS = 60000  # while the clock is unknown, NTP is asked at most this often (ms)
+
+
+class Esp32Board(Board):
+    """The wired board plus the ESP32's wall clock from NTP."""
+
+    def __init__(self, board):
+        Board.__init__(self, board.reader, board.meters, board.contactors, board.pilots,
+                       board.proximity, board.bus)
+        self.clock_offset_s = board.clock_offset_s
+        self.ntp_at = None  # ticks (ms) of the last NTP attempt; None: never
+        self.ntp_error = None  # why the last attempt failed (str), None after a success
+
+    def wall_clock(self):
+        """Integer seconds since 1970-01-01 UTC (Board.wall_clock). While the RTC is below
+        timefmt.CLOCK_FLOOR_S (restarted with the power) and the WiFi station is connected,
+        NTP sets it first (`ntptime.settime()`, UTC); at most once per NTP_RETRY_MS, and each
+        try waits at most `ntptime.timeout` (1 s, one UDP exchange): the shell asks at boot,
+        before its control loop. A failure leaves the clock unknown (below the floor: the
+        core then gets no `time`, firmware/shell.py) and is kept in `ntp_error`."""
+        now = Board.wall_clock(self)
+        if now >= CLOCK_FLOOR_S:
+            return now
+        t = time.ticks_ms()
+        if self.ntp_at is not None and time.ticks_diff(t, self.ntp_at) < NTP_RETRY_MS:
+            return now
+        self.ntp_at = t
+        import network
+
+        if not network.WLAN(network.STA_IF).isconnected():
+            self.ntp_error = "network not connected"
+            return now
+        import ntptime
+
+        try:
+            ntptime.settime()
+        except OSError as e:  # no answer within ntptime.timeout, DNS failure, ...
+            self.ntp_error = "ntp: " + str(e)
+            return now
+        self.ntp_error = None
+        return Board.wall_clock(self)
 
 
 def _adc1(pin, name):
@@ -102,5 +151,5 @@ def build(config, reader=None, meter=None):
         de_pin = Pin(DEFAULT_DE_PIN if m["de_pin"] is None else m["de_pin"], Pin.OUT, value=0)
     elif m["type"] == "s0":
         s0_pins = [_input(p) for p in m["s0_pins"]]
-    return wire(config, io, reader_uart=reader, meter_uart=meter, de_pin=de_pin,
-                s0_pins=s0_pins, mirror_closed_level=0)
+    return Esp32Board(wire(config, io, reader_uart=reader, meter_uart=meter, de_pin=de_pin,
+                           s0_pins=s0_pins, mirror_closed_level=0))
