@@ -26,6 +26,7 @@ from hal.compat import ticks_add, ticks_diff
 Q_START = 0  # authorize a tap, driver waiting
 Q_POST = 1  # post-authorize a session already running
 Q_STOP = 2  # may this token stop that session?
+POST_RETRY_MS = 60000  # an undecided post-authorization (NoDecision) is asked again after this
 
 
 class Cards:
@@ -222,6 +223,9 @@ class Cards:
         s = self.sessions[i]
         if s is None or s.post_auth != PA_NEEDED or not self.online or s.req is not None:
             return
+        if s.retry_at is not None and ticks_diff(now, s.retry_at) < 0:
+            return  # undecided a moment ago: _expire asks again at retry_at
+        s.retry_at = None
         s.post_auth = PA_SENT
         s.req = self._send(Q_POST, i, s.uid, s, now, out)
 
@@ -246,7 +250,7 @@ class Cards:
         if isinstance(parsed, str):
             self._error(out, 0, E.ERR_BAD_REPLY, parsed)
             return
-        rid, authorized, code, sid, provider, stop_ids = parsed
+        rid, authorized, code, sid, provider, stop_ids, undecided = parsed
         req = self._requests.get(rid)
         if req is None:
             self._error(out, 0, E.ERR_BAD_REPLY, "auth reply for unknown or expired request "
@@ -279,6 +283,14 @@ class Cards:
                 self._stop(i, E.R_LOCAL, now, out)
             else:
                 self._show(out, i + 1, uid, shown, code)
+            return
+        if undecided and not authorized:
+            # the backend could not ask Hubject (time-out, 5xx, rate limit): not a refusal --
+            # the session goes on and is post-authorized again later (contract: NoDecision)
+            s.post_auth = PA_NEEDED
+            s.retry_at = ticks_add(now, POST_RETRY_MS)
+            self._error(out, i + 1, E.ERR_BAD_REPLY, "post-authorization undecided ({}): "
+                        "asked again in {} s".format(code, POST_RETRY_MS // 1000))
             return
         if authorized:
             s.session_id = sid
@@ -342,4 +354,8 @@ def _parse_auth(reply):
         if t is None:
             return "auth reply: unusable entry in AuthorizationStopIdentifications"
         toks.append(t)
-    return reply["id"], status == S.AUTHORIZED, code, sid, provider, tuple(toks)
+    undecided = reply.get("NoDecision")
+    if undecided is not None and not isinstance(undecided, bool):
+        return "auth reply: NoDecision must be a bool"
+    return reply["id"], status == S.AUTHORIZED, code, sid, provider, tuple(toks), \
+        bool(undecided)

@@ -36,8 +36,12 @@ up (charge point -> backend)            QoS retain  payload
 down (backend -> charge point): mpevse/<cp>/down/<kind>, QoS 1, never retained
   authorize     the answer to up/authorize: {"id" (the request's), "AuthorizationStatus":
                 "Authorized"|"NotAuthorized", "StatusCode", "SessionID"?, "ProviderID"?,
-                "AuthorizationStopIdentifications"?}. No reply. A late or unknown answer is
-                ignored and counted (the request's deadline passed: the offline policy ruled).
+                "AuthorizationStopIdentifications"?, "NoDecision"?: true}. No reply. A late or
+                unknown answer is ignored and counted (the request's deadline passed: the
+                offline policy ruled). NoDecision: the backend could not get Hubject's decision
+                (time-out 310, unavailable 320, unusable answer 021, an error-only body); a tap
+                is refused with that code, but a running session being post-authorized goes
+                on and is asked about again 60 s later (a refusal would stop it).
   ack           {"ids": [id, ...]}: those durable messages were accepted by their final
                 receiver (Hubject: `Result: true`, or the operator's CDR store); they leave
                 the outbox. Unknown ids are ignored (an ack may be redelivered). No reply.

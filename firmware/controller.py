@@ -107,7 +107,7 @@ class Controller(Cards, Remote):
                 d = earlier(d, req[3])
         for s in self.sessions:
             if s is not None:
-                d = earlier(d, s.next_progress)
+                d = earlier(earlier(d, s.next_progress), s.retry_at)
         for r in self._restored:
             if r is not None:
                 d = earlier(d, r[1])
@@ -187,6 +187,9 @@ class Controller(Cards, Remote):
                 s.next_progress = ticks_add(s.next_progress, period)
                 out.append((E.A_OUTBOX, 0, s.progress_notification(
                     self._wall(now), ticks_diff(now, s.cs_t))))
+        for i, s in enumerate(self.sessions):
+            if s is not None and s.retry_at is not None and ticks_diff(now, s.retry_at) >= 0:
+                self._post_authorize(i, now, out)
         for i, r in enumerate(self._restored):
             if r is not None and ticks_diff(now, r[1]) >= 0:
                 self._close_restored(i, None, now, out)

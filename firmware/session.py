@@ -102,6 +102,7 @@ class Session:
         self.next_progress = None
         self.progress_n = 0
         self.req = None  # id of an outstanding uplink request for this session
+        self.retry_at = None  # ticks ms: ask again for an undecided post-authorization
         self.floating = False  # authorized before any plug-in: the first plugged outlet takes it
 
     def may_stop(self, token):

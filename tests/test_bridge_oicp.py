@@ -111,8 +111,8 @@ def test_authorized_answer_parses_in_the_firmware(sid, provider, uid):
     ans = oicp.answer_from_response("r1", oicp.AUTHORIZE_START, body)
     assert ans["AuthorizationStatus"] == "Authorized" and ans["SessionID"] == sid
     assert ans["ProviderID"] == provider and ans["StatusCode"]["Code"] == "000"
-    rid, ok, code, psid, pprov, stops = _parse_auth(ans)  # the firmware's own parser
-    assert (rid, ok, code, psid, pprov) == ("r1", True, "000", sid, provider)
+    rid, ok, code, psid, pprov, stops, undecided = _parse_auth(ans)  # the firmware's parser
+    assert (rid, ok, code, psid, pprov, undecided) == ("r1", True, "000", sid, provider, False)
     assert stops == (uid.upper(), "DE8KZC12AB34CD7")
     assert len(oicp.encode_down(ans)) <= C.MAX_DOWN
 
@@ -126,6 +126,8 @@ def test_not_authorized_and_status_only(code, nulls):
         assert ans["AuthorizationStatus"] == "NotAuthorized"
         parsed = _parse_auth(ans)
         assert not isinstance(parsed, str) and parsed[1] is False
+        # an explicit NotAuthorized is Hubject's decision; an error answer is none
+        assert parsed[6] is ("AuthorizationStatus" not in body)
         if "AuthorizationStatus" in body or code != "000":
             assert ans["StatusCode"]["Code"] == code
         else:  # "success" without a decision
@@ -140,7 +142,8 @@ def test_malformed_answer_is_021(body):
     ans = oicp.answer_from_response("r2", oicp.AUTHORIZE_START, body)
     assert ans["AuthorizationStatus"] == "NotAuthorized"
     assert ans["StatusCode"]["Code"] == S.SYSTEM_ERROR
-    assert not isinstance(_parse_auth(ans), str)
+    parsed = _parse_auth(ans)
+    assert not isinstance(parsed, str) and parsed[6] is True
 
 
 def test_authorized_start_without_session_id_is_refused():

@@ -48,6 +48,33 @@ def test_offline_deny_and_post_auth_rejection_stops_session():
     assert len(outbox(acts, "cdr")) == 1
 
 
+def test_post_auth_without_a_decision_keeps_the_session_and_asks_again():
+    """NoDecision (the bridge could not reach Hubject) is no refusal: the running session goes
+    on and is post-authorized again POST_RETRY_MS later (firmware/contract.py, down/authorize)."""
+    from firmware.cards import POST_RETRY_MS
+    r = Rig(offline_policy="free_vend")
+    r.step("meter", 1, 10)
+    r.step("pilot", 1, ("B", False))
+    r.step("card", 0, UID_B)
+    r.step("pilot", 1, ("B", True))
+    r.step("pilot", 1, ("C", True))
+    req = sent(r.step("online", 0, True))[0]
+    acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
+                              "StatusCode": {"Code": "310"}, "NoDecision": True})
+    s = r.c.sessions[0]
+    assert r.c.evses[0].state == "charging" and s.post_auth == 1
+    assert not of(acts, "session_end", 1) and not sent(acts)
+    assert not sent(r.idle(POST_RETRY_MS - 100))
+    again = sent(r.idle(200))
+    assert len(again) == 1 and again[0]["CPOPartnerSessionID"] == s.local_id
+    r.step("auth", 0, reply(again[0]))
+    assert s.session_id == SID_1 and s.post_auth == 3 and r.c.evses[0].state == "charging"
+    # a malformed NoDecision is refused like any bad reply, nothing changes
+    acts = r.step("auth", 0, {"id": "x", "AuthorizationStatus": "NotAuthorized",
+                              "StatusCode": {"Code": "310"}, "NoDecision": "yes"})
+    assert of(acts, "error", 0)
+
+
 def test_link_loss_resolves_pending_request():
     r = Rig()
     r.step("local_list", 0, {"full": True, "version": 1, "uids": [UID_A]})

@@ -229,9 +229,11 @@ def authorize_path(operation: str, operator_id: str) -> str:
 
 
 def refusal(msg_id: str, code: str, info: str | None = None) -> dict:
-    """A `down/authorize` NotAuthorized answer with the bridge's own code."""
+    """A `down/authorize` NotAuthorized answer with the bridge's own code, marked `NoDecision`
+    (firmware/contract.py): Hubject did not decide about the card, so a charge point that is
+    post-authorizing a running session asks again later instead of stopping it."""
     return {"id": msg_id, "AuthorizationStatus": S.NOT_AUTHORIZED,
-            "StatusCode": status(code, info)}
+            "StatusCode": status(code, info), "NoDecision": True}
 
 
 def _stop_identifications(value: object) -> list:
@@ -291,7 +293,9 @@ def answer_from_response(msg_id: str, operation: str, body: object) -> dict:
     if auth is None:
         if sc["Code"] == S.SUCCESS:  # "success" without a decision is no authorization
             return refusal(msg_id, S.SYSTEM_ERROR, "StatusCode 000 without AuthorizationStatus")
-        return {"id": msg_id, "AuthorizationStatus": S.NOT_AUTHORIZED, "StatusCode": sc}
+        # an error answer (§1: only a StatusCode) is no decision about the card
+        return {"id": msg_id, "AuthorizationStatus": S.NOT_AUTHORIZED, "StatusCode": sc,
+                "NoDecision": True}
     if auth not in (S.AUTHORIZED, S.NOT_AUTHORIZED):
         return refusal(msg_id, S.SYSTEM_ERROR, "AuthorizationStatus {!r}".format(auth)[:200])
     out = {"id": msg_id, "AuthorizationStatus": auth, "StatusCode": sc}
