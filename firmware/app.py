@@ -51,6 +51,22 @@ def build_board(target, flash_dir, ports):
     return cfg, board
 
 
+def uplink_code(cfg, mem_alloc):
+    """Import the uplink's modules now if config.json configures an uplink (the shell imports
+    them when it builds the uplink), so that the heap base taken next holds all the run-time
+    code and the working heap above it counts objects only, not imported code (in the image,
+    the code itself stays in ROMFS; what an import takes from the heap is its module, class
+    and function objects). -> the heap (B) those imports took, 0 without an uplink."""
+    if not (cfg.get("uplink") or {}).get("url"):
+        return 0
+    gc.collect()
+    before = mem_alloc()
+    from firmware import contract, mqtt, uplink  # noqa: F401  (kept in sys.modules)
+
+    gc.collect()
+    return mem_alloc() - before
+
+
 def run(target, flash_dir, ports=None, console=None):
     """Boot, then the control loop until `quit`, the console's EOF or an exception; a
     `console` stream (stdin) is read only when select says a line is there."""
@@ -60,13 +76,14 @@ def run(target, flash_dir, ports=None, console=None):
     gc.collect()
     from firmware.shell import Shell, emit, mem_alloc
 
+    code = uplink_code(cfg, mem_alloc)
     gc.collect()
-    base = mem_alloc()
+    base = mem_alloc()  # all the run-time code is in: above this is the working heap
     shell = Shell(cfg, board, store)
     shell.boot(ticks_ms())
     gc.collect()
     shell.heap_base = base
-    emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc())
+    emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc(), uplink_code=code)
     poller = None
     if console is not None:
         import select
