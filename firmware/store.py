@@ -27,6 +27,10 @@ MSG_MAX = 2048  # bytes of one record line (id and message; a CDR is ~700)
 # with TLS up a 128k heap had 23 KB free but no free 1 KB block at times (bench_uplink, mqtts)
 _PIECE = 256
 _ENTRY = 10  # bytes of an id index entry: id hash 3, segment 3, slot 1, offset 3
+_TIX = 6  # bytes per slot of the last segment's id index in RAM: hash 3, offset 3 (bit 23:
+# its entry is on flash; offsets stay below 255 records x MSG_MAX = 2^19)
+LATE = 16  # acknowledgements held in RAM at most (ack(durable=False)) before they are written
+_PROGRESS = "Progress"  # offer's first victims when full: the oldest Progress notification
 
 
 class OutboxFull(Exception):
@@ -187,28 +191,55 @@ class Outbox:
       a<k>  the acknowledged records of segment k: one byte (the slot, 0..segment-1) per ack.
       h<b>  id index, b = hash(id) % BUCKETS: 10-byte entries (hash 3, segment 3, slot 1, byte
             offset 3), appended. An entry is a hint checked against the record it points at, so
-            a stale one (from a cut, an ack, a retired segment) is harmless; the bucket is
-            rewritten without them when it has doubled since its last rewrite.
+            a stale one (from a cut, an ack, a retired segment) or a second one is harmless;
+            the bucket is rewritten without stale ones when it has doubled since its last
+            rewrite (or ends in a partial entry).
       bad   damaged records, moved aside; `<name>.bad`: a file that is no part of this layout.
     A segment that is full and entirely acknowledged, and not the last, is deleted: the last
     segment always exists once there was one, which keeps k growing across reboots.
 
-    RAM: a few ints and a 320-byte buffer, however long the backlog. Boot streams the folder
-    (files per segment, not per message), reads the ack files of partly acknowledged segments
-    and the last segment (where the next record goes): no message is parsed. `len()` is kept.
+    Flash writes (the rule; issue 11: <= 10 per session plus one per Progress interval):
+    - A message costs one write: its record. Its index entry is not written then: the last
+      segment's ids are indexed in RAM (_tix: hash and offset per slot, rebuilt from s<tail>
+      after a boot), and when that segment is full the entries of its records that still wait
+      are appended, one append per bucket concerned -- none online, where they were
+      acknowledged meanwhile. (add(index=True) writes the entry at once, as before.)
+    - An acknowledgement with durable=False (the uplink's, offer's superseded statuses and
+      drops) is held in RAM, at most LATE; they are written in one append per segment when
+      LATE are held, when their segment rolls over (before its index entries), or by flush();
+      a segment whose every record is acknowledged is deleted without them (removing s<k>
+      commits them). A power cut loses at most the LATE - 1 held: those messages wait again
+      and are sent again, which the contract makes harmless (ids are stable, receivers
+      de-duplicate by id: firmware.contract). Nothing is ever lost: a record is on flash
+      before add/offer returns, and only an ack on flash (or s<k> removed) ends its wait.
+      ack(durable=True) writes at once.
+    - Invariant after any cut: every record of a segment before the last that is not
+      acknowledged on flash has an index entry on flash (so whatever a cut brings back can be
+      acknowledged); bucket rewrites therefore count only the acks on flash.
+    Per message online: 1 write, plus per segment (64 messages) the ack append and 2 removes,
+    plus an ack append per LATE acks; offline: 1 write plus index appends at each roll (at
+    most BUCKETS per segment).
+
+    RAM: a few ints, a 320-byte buffer, the last segment's index (6 B a slot) and the held
+    acks (4 B each), however long the backlog. Boot streams the folder (files per segment,
+    not per message), reads the ack files of partly acknowledged segments and the last
+    segment (where the next record goes): no message is parsed. `len()` is kept.
     `limit` (messages) is by default what the flash has room for at boot (FLASH_PER_MSG each,
     FLASH_KEEP left free), at most LIMIT: an ESP32's ~2 MB littlefs holds ~4 000.
 
     Write order; each step is one atomic file operation on littlefs (a torn append on POSIX is
     cut off at the next boot):
-      add  1. index entry  2. record (the commit point: until it lands, the entry points at
-           nothing or at another id's record)  3. when a new segment begins and the one before
-           is fully acknowledged: remove its s<k>, then its a<k>
-      ack  1. slot byte to a<k> (the commit point)  2. if that completes a segment that is not
-           the last: remove s<k>, then a<k> (an a<k> left without its s<k> is removed at boot)
+      add  1. when the last segment is full (a roll): its acks held in RAM to a<k>, then index
+           entries for its waiting records without one  2. with index=True: the index entry
+           3. the record (the commit point: until it lands, an entry points at nothing or at
+           another id's record)  4. when a new segment begins and the one before is fully
+           acknowledged: remove its s<k>, then its a<k>
+      ack  1. slot byte to a<k> (the commit point; held in RAM: none, a cut undoes the ack)
+           2. if that completes a segment that is not the last: remove s<k>, then a<k> (an
+           a<k> left without its s<k> is removed at boot)
     So after a power cut a message is there or not, an ack done or not: never doubled or lost.
-    Costs per message: add = 2 appends (+ a bucket rewrite now and then), ack = 1 append (+ 2
-    removes per segment); the id lookup of add/ack reads one bucket (1/16 of the index).
+    The id lookup of add/ack looks at the last segment's index in RAM, then reads one bucket
+    (1/16 of the index).
     """
 
     def __init__(self, store, limit=None, segment=SEGMENT):
@@ -222,7 +253,11 @@ class Outbox:
         self._buf = bytearray(_ENTRY * 32)  # id index reads
         self._keep = [-1] * BUCKETS  # entries per bucket after its last rewrite (-1: not seen)
         self._epoch = 0  # counts acks: a running walk re-reads the ack file when it changed
-        self._cursor = None  # drop_oldest's resume point: (keep_type, k, slot, offset)
+        self._cursors = {}  # the drop rules' resume points: rule -> (k, slot, offset)
+        self._late = bytearray(4 * LATE)  # acks not yet on flash: segment 3, slot 1 each
+        self._nlate = 0
+        self._tix = bytearray(_TIX * segment)  # the last segment's ids (see the docstring)
+        self._tix_ok = False  # _tix matches s<tail>; built from it at the first lookup
         self._head = self._tail = 0  # segments: none below head; tail takes new records
         self._records = self._size = 0  # the tail's records and bytes
         self._count = 0
@@ -372,6 +407,7 @@ class Outbox:
         self._records = records
         self._size = size
         self._torn = False
+        self._tix_ok = False  # rebuilt from the segment at the next lookup
 
     def _copy(self, path, n):
         """The first `n` bytes of `path`, in chunks of up to 512 (never a file's size in RAM)."""
@@ -402,36 +438,92 @@ class Outbox:
                 os.rename(path, path + ".bad")
 
     # -- segments -----------------------------------------------------------------------
-    def _flags(self, k):
+    def _flags(self, k, late=True):
         """(flags, n): flags (bytearray of `cap`) has 1 at each acknowledged slot of segment
-        k, n is how many. A byte out of range or repeated (damage) counts never / once."""
-        flags = bytearray(self.cap)
+        k, n is how many; with `late`, the acks held in RAM count too (without: only what a
+        reboot would see). A byte out of range or repeated (damage) counts never / once."""
+        cap = self.cap
+        flags = bytearray(cap)
         n = 0
         try:
             f = open(self._path("a", k), "rb")
-        except OSError:  # nothing acknowledged yet
-            return flags, 0
-        with f:
-            data = f.read()
+        except OSError:  # nothing acknowledged on flash yet
+            data = b""
+        else:
+            with f:
+                data = f.read()
         for slot in data:
-            if slot < self.cap and not flags[slot]:
+            if slot < cap and not flags[slot]:
                 flags[slot] = 1
                 n += 1
+        if late:
+            lt = self._late
+            for i in range(0, 4 * self._nlate, 4):
+                slot = lt[i + 3]
+                if lt[i] << 16 | lt[i + 1] << 8 | lt[i + 2] == k and slot < cap \
+                        and not flags[slot]:
+                    flags[slot] = 1
+                    n += 1
         return flags, n
 
     def _retire(self, k):
-        """Segment k is full and entirely acknowledged: its files go, the records first."""
+        """Segment k is full and entirely acknowledged (on flash or in RAM): its files go,
+        the records first (removing s<k> commits the acks held in RAM too)."""
         path = self._path("s", k)
         if _exists(path):
             self._remove(path)
-        self._remove(self._path("a", k))
+        path = self._path("a", k)
+        if _exists(path):
+            self._remove(path)
+        self._take_late(k)
 
-    def _ack_slot(self, k, slot):
-        self._write(self._path("a", k), "ab", bytes((slot,)))
+    def _ack_slot(self, k, slot, durable=True):
+        if durable:
+            self._write(self._path("a", k), "ab", bytes((slot,)))
+        else:
+            i = 4 * self._nlate
+            self._late[i:i + 4] = bytes((k >> 16 & 255, k >> 8 & 255, k & 255, slot))
+            self._nlate += 1
         self._count -= 1
         self._epoch += 1
         if k != self._tail and self._flags(k)[1] == self.cap:
             self._retire(k)
+        if self._nlate >= LATE:
+            self.flush()
+
+    def _take_late(self, k):
+        """Remove segment k's acks from those held in RAM -> their slots (bytes)."""
+        lt = self._late
+        out = bytearray()
+        j = 0
+        for i in range(0, 4 * self._nlate, 4):
+            if lt[i] << 16 | lt[i + 1] << 8 | lt[i + 2] == k:
+                out.append(lt[i + 3])
+            else:
+                lt[j:j + 4] = lt[i:i + 4]
+                j += 4
+        self._nlate = j // 4
+        return bytes(out)
+
+    def _flush_seg(self, k):
+        """Write segment k's acks held in RAM to a<k> (one append); they leave RAM only once
+        written (a failed append keeps them)."""
+        lt = self._late
+        slots = bytearray()
+        for i in range(0, 4 * self._nlate, 4):
+            if lt[i] << 16 | lt[i + 1] << 8 | lt[i + 2] == k:
+                slots.append(lt[i + 3])
+        if slots:
+            self._write(self._path("a", k), "ab", bytes(slots))
+            self._take_late(k)
+
+    def flush(self):
+        """Write the acknowledgements held in RAM (ack(durable=False)): one append per
+        segment they belong to. Call it before a planned restart; a power cut instead only
+        brings those messages back (sent again, de-duplicated by id by the receiver)."""
+        lt = self._late
+        while self._nlate:
+            self._flush_seg(lt[0] << 16 | lt[1] << 8 | lt[2])
 
     def _walk(self, k, slot, off):
         """(k, slot, end offset, msg_id, msg) of each waiting record from segment k's `slot`
@@ -592,7 +684,9 @@ class Outbox:
                         seen = k
                         flags = None
                         if self._head <= k <= self._tail and _exists(self._path("s", k)):
-                            flags = self._flags(k)[0]
+                            # acks held in RAM keep their entries: a power cut brings
+                            # those records back, and they must stay findable
+                            flags = self._flags(k, False)[0]
                         last = self._records if k == self._tail else self.cap
                     slot = buf[i + 6]
                     if flags is not None and slot < last and not flags[slot]:
@@ -604,44 +698,160 @@ class Outbox:
                 if got < len(buf):
                     return
 
+    # -- the last segment's id index (RAM) ------------------------------------------------
+    def _tail_index(self):
+        """Fill _tix from s<tail> if it does not match it (after boot or a repair): each
+        record's id hash and byte offset; "on flash" unknown (0: a second entry at the roll
+        is harmless)."""
+        if self._tix_ok:
+            return
+        tix = self._tix
+        for i in range(len(tix)):
+            tix[i] = 0
+        try:
+            f = open(self._path("s", self._tail), "rb")
+        except OSError:  # not begun yet
+            f = None
+        if f is not None:
+            with f:
+                off = slot = 0
+                while slot < self._records:
+                    piece = f.readline(_PIECE)
+                    if not piece:
+                        break
+                    start = off
+                    h = 5381
+                    in_id = True
+                    while True:
+                        if in_id:
+                            t = piece.find(b"\t")
+                            for c in (piece if t < 0 else piece[:t]):
+                                h = (h * 33 ^ c) & 0xFFFFFF
+                            in_id = t < 0
+                        off += len(piece)
+                        if piece[-1] == 10:
+                            break
+                        piece = f.readline(_PIECE)
+                        if not piece:
+                            break
+                    self._tix_set(slot, h, start)
+                    slot += 1
+        self._tix_ok = True
+
+    def _tix_set(self, slot, h, off):
+        i = slot * _TIX
+        self._tix[i:i + _TIX] = bytes((h >> 16, h >> 8 & 255, h & 255, off >> 16 & 255,
+                                       off >> 8 & 255, off & 255))
+
+    def _find(self, h, idj):
+        """(k, slot) of the waiting record with id `idj` (JSON bytes, hash h), or None; then
+        the entries read in bucket h % BUCKETS and whether it ends in a partial entry."""
+        self._tail_index()
+        tix = self._tix
+        h0 = h >> 16
+        h1 = h >> 8 & 255
+        h2 = h & 255
+        i = 0
+        for slot in range(self._records):
+            if tix[i] == h0 and tix[i + 1] == h1 and tix[i + 2] == h2 and self._holds(
+                    self._tail, slot, (tix[i + 3] & 127) << 16 | tix[i + 4] << 8 | tix[i + 5],
+                    idj):
+                return (self._tail, slot), 0, False
+            i += _TIX
+        return self._scan(h % BUCKETS, h, idj)
+
+    def _roll(self):
+        """The last segment is full: the next record begins segment tail + 1. Before that,
+        the segment's acks held in RAM are written (so what is not acknowledged on flash is
+        what waits) and each waiting record without an index entry gets one (one append
+        per bucket concerned; none when everything in it was acknowledged)."""
+        k = self._tail
+        self._flush_seg(k)
+        flags = self._flags(k)[0]
+        tix = self._tix
+        for b in range(BUCKETS):
+            out = bytearray()
+            slots = []
+            i = 0
+            for slot in range(self._records):
+                if not flags[slot] and not tix[i + 3] & 128 and \
+                        (tix[i] << 16 | tix[i + 1] << 8 | tix[i + 2]) % BUCKETS == b:
+                    out.extend(tix[i:i + 3])
+                    out.extend(bytes((k >> 16 & 255, k >> 8 & 255, k & 255, slot)))
+                    out.append(tix[i + 3] & 127)
+                    out.extend(tix[i + 4:i + 6])
+                    slots.append(slot)
+                i += _TIX
+            if slots:
+                self._append_entries(b, bytes(out))
+                for slot in slots:
+                    tix[slot * _TIX + 3] |= 128
+        self._tail = k + 1
+        self._records = self._size = 0
+        self._tix_ok = True  # an empty segment: nothing to read
+
+    def _append_entries(self, b, data):
+        """Append index entries to bucket b, rewriting it first when it ends in a partial
+        entry (a torn append) or has doubled since its last rewrite."""
+        path = self._path("h", b)
+        try:
+            size = os.stat(path)[6]
+        except OSError:  # no entry in this bucket yet
+            size = 0
+        n = size // _ENTRY
+        if self._keep[b] < 0:
+            self._keep[b] = n
+        if size % _ENTRY or n > 2 * self._keep[b] + self.cap:
+            self._compact(b)
+        self._write(path, "ab", data)
+
     # -- the interface ----------------------------------------------------------------------
     def offer(self, msg):
         """Add a durable message (a dict with "id" and "type") under the outbox's policy; ->
-        a list of problems to report (empty when it simply went in).
+        a list of problems to report (empty when it simply went in). One flash write as a
+        rule: the record (its index entry waits, see the docstring).
         - An EVSE status supersedes the one still waiting for the same EvseID (remembered
           since boot): the older is dropped, so at most one status per EVSE waits.
-        - Full (`limit`): the oldest message that is not a CDR is dropped (said); a CDR is
-          never dropped: when only CDRs wait, the limit grows by one (said) -- flash holds
-          more than the limit, which keeps FLASH_KEEP free."""
+        - Full (`limit`): the oldest Progress notification is dropped (said); when none
+          waits, the oldest message that is not a CDR; a CDR is never dropped: when only CDRs
+          wait, the limit grows by one (said) -- flash holds more than the limit, which keeps
+          FLASH_KEEP free.
+        Drops and superseded statuses are acknowledgements held in RAM (ack(durable=False)):
+        a power cut may bring one back, never lose one."""
         said = []
         msg_id = msg["id"]
         if msg.get("type") == "evse_status":
             ev = msg.get("EvseID")
             old = self._status.get(ev)
             if old is not None and old != msg_id:
-                self.ack(old)  # superseded: the newer status says all the older one did
+                self.ack(old, False)  # superseded: the newer status says all the older did
             self._status[ev] = msg_id
         try:
-            self.add(msg_id, msg)
+            self._add(msg_id, msg, self.limit, False)
         except OutboxFull:
-            dropped = self.drop_oldest("cdr")
-            if dropped is not None:
-                said.append("outbox full: dropped {} {} to make room".format(
-                    dropped[1].get("type") if isinstance(dropped[1], dict) else "?",
-                    dropped[0]))
-            else:
-                self.limit += 1
-                said.append("outbox full of CDRs: limit raised to {}".format(self.limit))
-            self.add(msg_id, msg)
+            while self._count >= self.limit:  # more than one after a cut undid held drops
+                dropped = self._drop(_PROGRESS, False) or self._drop("!cdr", False)
+                if dropped is None:
+                    self.limit = self._count + 1
+                    said.append("outbox full of CDRs: limit raised to {}".format(self.limit))
+                    break
+                m = dropped[1]
+                kind = m.get("type") if isinstance(m, dict) else "?"
+                if kind == "notification":
+                    kind += " " + str(m.get("Type"))
+                said.append("outbox full: dropped {} {} to make room".format(kind, dropped[0]))
+            self._add(msg_id, msg, self.limit, False)
         return said
 
-    def add(self, msg_id, msg):
+    def add(self, msg_id, msg, index=True):
         """Persist `msg` (JSON-able) under `msg_id` (str or int) after everything waiting.
         An id already waiting is kept once -> False. OutboxFull at `limit` messages;
-        ValueError / TypeError for a bad id or message; nothing is written then."""
-        return self._add(msg_id, msg, self.limit)
+        ValueError / TypeError for a bad id or message; nothing is written then. `index`:
+        write its id index entry now (2 writes); False: when its segment is full, and only
+        if it still waits then (1 write; offer() adds so)."""
+        return self._add(msg_id, msg, self.limit, index)
 
-    def _add(self, msg_id, msg, limit):
+    def _add(self, msg_id, msg, limit, index=True):
         if not _valid_id(msg_id):
             raise ValueError("outbox id {!r}: must be a str or int".format(msg_id))
         _check_jsonable(msg)
@@ -655,27 +865,28 @@ class Outbox:
             self._repair_tail()
         h = _hash(idj)
         b = h % BUCKETS
-        hit, n, torn = self._scan(b, h, idj)
+        hit, n, torn = self._find(h, idj)
         if hit is not None:
             return False
         if limit is not None and self._count >= limit:
             raise OutboxFull("outbox full ({}): {!r} not added".format(limit, msg_id))
-        if self._keep[b] < 0:
-            self._keep[b] = n
-        if torn or n > 2 * self._keep[b] + self.cap:
-            self._compact(b)
         if self._records >= self.cap:  # the last segment is full: begin the next
-            self._tail += 1
-            self._records = self._size = 0
+            self._roll()
         k = self._tail
         slot = self._records
         off = self._size
-        self._write(self._path("h", b), "ab", bytes((
-            h >> 16, h >> 8 & 255, h & 255, k >> 16 & 255, k >> 8 & 255, k & 255,
-            slot, off >> 16, off >> 8 & 255, off & 255)))
+        if index:
+            if self._keep[b] < 0:
+                self._keep[b] = n
+            if torn or n > 2 * self._keep[b] + self.cap:
+                self._compact(b)
+            self._write(self._path("h", b), "ab", bytes((
+                h >> 16, h >> 8 & 255, h & 255, k >> 16 & 255, k >> 8 & 255, k & 255,
+                slot, off >> 16, off >> 8 & 255, off & 255)))
         self._torn = True  # until the record is known to be complete
         self._write(self._path("s", k), "ab", (idj, b"\t", body, b"\n"))  # one line
         self._torn = False
+        self._tix_set(slot, h, off | (1 << 23 if index else 0))
         self._records = slot + 1
         self._size = off + size
         self._count += 1
@@ -683,17 +894,18 @@ class Outbox:
             self._retire(k - 1)
         return True
 
-    def ack(self, msg_id):
+    def ack(self, msg_id, durable=True):
         """The bridge confirmed `msg_id`: it no longer waits (acks come in any order).
-        An id that is not waiting -> False."""
+        An id that is not waiting -> False. `durable`: written now (1 append); False: held
+        in RAM until LATE are held, its segment rolls over or retires, or flush() (a power
+        cut before that brings the message back: sent again, de-duplicated by id)."""
         if not _valid_id(msg_id):
             return False
         idj = json.dumps(msg_id).encode()
-        h = _hash(idj)
-        hit = self._scan(h % BUCKETS, h, idj)[0]
+        hit = self._find(_hash(idj), idj)[0]
         if hit is None:
             return False
-        self._ack_slot(hit[0], hit[1])
+        self._ack_slot(hit[0], hit[1], durable)
         return True
 
     def walk(self, pos=None):
@@ -711,18 +923,26 @@ class Outbox:
         for item in self._walk(self._head, 0, 0):
             yield item[3], item[4]
 
-    def drop_oldest(self, keep_type):
+    def drop_oldest(self, keep_type, durable=True):
         """Acknowledge (drop) the oldest waiting message whose "type" is not `keep_type` ->
-        its (msg_id, msg), or None when every waiting message is a `keep_type`. Resumes where
-        the last call with the same `keep_type` stopped (all before it are `keep_type`, and new
-        messages only come after), so a backlog of kept messages is read once, not per call."""
-        c = self._cursor
-        if c is None or c[0] != keep_type:
-            c = (keep_type, self._head, 0, 0)
-        for k, slot, end, msg_id, msg in self._walk(c[1], c[2], c[3]):
-            if isinstance(msg, dict) and msg.get("type") == keep_type:
-                self._cursor = (keep_type, k, slot + 1, end)
+        its (msg_id, msg), or None when every waiting message is a `keep_type`."""
+        return self._drop("!" + keep_type, durable)
+
+    def _drop(self, rule, durable):
+        """Acknowledge the oldest waiting message that `rule` picks ("!<type>": any whose
+        "type" is not <type>; _PROGRESS: a Progress notification) -> (msg_id, msg) or None.
+        Resumes where the rule's last call stopped (nothing before it matched, and new
+        messages only come after), so a backlog is read once, not per call."""
+        c = self._cursors.get(rule) or (self._head, 0, 0)
+        for k, slot, end, msg_id, msg in self._walk(c[0], c[1], c[2]):
+            d = msg if isinstance(msg, dict) else {}
+            if rule == _PROGRESS:
+                hit = d.get("type") == "notification" and d.get("Type") == _PROGRESS
+            else:
+                hit = d.get("type") != rule[1:]
+            if not hit:
+                self._cursors[rule] = (k, slot + 1, end)
                 continue
-            self._ack_slot(k, slot)
+            self._ack_slot(k, slot, durable)
             return msg_id, msg
         return None
