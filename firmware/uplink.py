@@ -171,7 +171,7 @@ class Uplink:
         if kind == C.DOWN_ACK:
             n = len(self.outbox)
             for mid in body["ids"]:
-                self.outbox.ack(mid)
+                self.outbox.ack(mid, False)  # held in RAM (Outbox docstring: flash writes)
                 if mid in self.inflight:
                     self.inflight.remove(mid)
             self._more = True
