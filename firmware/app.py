@@ -112,6 +112,7 @@ def run(target, flash_dir, ports=None, console=None):
         if shell.uplink is not None:
             shell.uplink.t.stop()
     if shell.reset:  # the backend asked for a restart (reset, or a new config.json)
+        shell.outbox.flush()  # acks held in RAM go to flash: nothing acknowledged is resent
         if target == "esp32":
             import machine
 

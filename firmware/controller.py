@@ -113,6 +113,10 @@ class Controller(Cards, Remote):
                 d = earlier(d, r[1])
         return d
 
+    def clock_known(self):
+        """True once a `time` event gave the wall clock (timestamps are stamped from ticks)."""
+        return self._clock is not None
+
     # -- plumbing -----------------------------------------------------------------------
     def _error(self, out, n, kind, msg):
         self.errors += 1

@@ -500,11 +500,14 @@ simple.socket = _HANDOVER
 class Uplink:
     """The MQTT link to the backend; see the module docstring for the API and its behaviour.
     `timeout_s`: every blocking step (s); `queue_len`: outgoing queue and inbox size (messages);
-    `backoff_ms`: (first, longest) wait between attempts (ms), +-25 % jitter."""
+    `backoff_ms`: (first, longest) wait between attempts (ms), +-25 % jitter. `clock_sync`:
+    None or a blocking callable (the board's NTP, e.g. Esp32Board.sync_clock) run in this
+    thread after each connection came up -- the network is there, and the loop never waits for
+    it; an exception it raises is kept in `clock_error`."""
 
     def __init__(self, server_url, client_id, user=None, password=None, ca_file=None,
                  keepalive_s=30, will=None, timeout_s=10, queue_len=16,
-                 backoff_ms=(BACKOFF_MIN_MS, BACKOFF_MAX_MS)):
+                 backoff_ms=(BACKOFF_MIN_MS, BACKOFF_MAX_MS), clock_sync=None):
         scheme, self.host, self.port = parse_url(server_url)
         if not 1 <= keepalive_s <= 65535:
             raise ValueError("keepalive_s must be 1..65535, got {}".format(keepalive_s))
@@ -542,6 +545,8 @@ class Uplink:
         self.lost = 0  # received messages dropped because the inbox was full
         self.running = False  # the thread is alive
         self._stop = False
+        self._clock_sync = clock_sync
+        self.clock_error = None  # str: what clock_sync raised last
 
     # -- the control loop's side: each call returns at once ------------------------------------
     def start(self):
@@ -724,6 +729,11 @@ class Uplink:
             self.connects += 1
             up = True
             self._status(CONNECTED, "")
+            if self._clock_sync is not None:
+                try:
+                    self._clock_sync()
+                except Exception as e:  # NTP is a nicety: the link goes on without it
+                    self.clock_error = _describe(e)
             stage = "link"
             self._session(conn)
             self._goodbye(conn)  # _session returns only once stop() came

@@ -67,7 +67,8 @@ class Shell:
             transport = Transport(up["url"], cfg["cp_id"], up.get("user"), up.get("password"),
                                   up.get("ca_file"), up.get("keepalive_s", 30),
                                   will=(contract.availability_topic(cfg["cp_id"]),
-                                        contract.OFFLINE, True, contract.QOS))
+                                        contract.OFFLINE, True, contract.QOS),
+                                  clock_sync=getattr(board, "sync_clock", None))
         if transport is not None:
             from firmware.uplink import Uplink
 
@@ -231,6 +232,11 @@ class Shell:
             self.core.cache.purge(now)
         if ticks_diff(now, self.next_gc) >= 0:
             self.next_gc = ticks_add(now, GC_EVERY_MS)
+            if not self.core.clock_known():
+                # an RTC set meanwhile (NTP from the uplink's thread): reading it never blocks
+                wall = self.board.wall_clock()
+                if wall >= CLOCK_FLOOR_S:
+                    self.feed(E.EV_TIME, 0, wall, now)
             gc.collect()
             self.heap_peak = max(self.heap_peak, mem_alloc())
 

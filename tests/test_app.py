@@ -244,6 +244,25 @@ def test_a_clock_before_the_build_is_not_fed_and_said_once(tmp_path, monkeypatch
     assert shell.core._clock == (0, CLOCK_FLOOR_S + 10)
 
 
+def test_an_rtc_set_later_by_ntp_reaches_the_core_within_a_second(tmp_path, monkeypatch):
+    """The RTC starts at the epoch; the uplink's thread sets it by NTP later (Esp32Board.
+    sync_clock): the shell reads the RTC (non-blocking) about once a second while the core has
+    no clock, and feeds it once it is past the release floor."""
+    import time as _time
+
+    from firmware.timefmt import CLOCK_FLOOR_S
+
+    rtc = [0.0]
+    monkeypatch.setattr(_time, "time", lambda: rtc[0])
+    shell, events, _ = make_shell(tmp_path)
+    shell.boot(0)
+    now = run(shell, 3000)
+    assert not shell.core.clock_known()
+    rtc[0] = float(CLOCK_FLOOR_S + 100)  # NTP answered in the transport's thread
+    now = run(shell, 1100, now)
+    assert shell.core.clock_known() and shell.core._clock[1] == CLOCK_FLOOR_S + 100
+
+
 def _record(**over):
     rec = {"lid": "b3c2a1d0-1111-4222-8333-444455556666",
            "sid": "b3c2a1d0-1111-4222-8333-444455556666", "evse_id": "DE*ABC*E1*1",

@@ -416,3 +416,42 @@ def test_esp32_board_defaults_and_pin_rules(monkeypatch):
     fake.opened.clear()
     esp32.build(rdm)
     assert ("UART", 1, 9600, None, 21) in fake.opened  # RX only
+
+
+def test_esp32_clock_from_ntp_only_below_the_floor_and_at_most_once_a_minute(monkeypatch):
+    """Esp32Board.sync_clock (run by the MQTT transport's thread): NTP while the RTC is below
+    timefmt.CLOCK_FLOOR_S, retried at most every NTP_RETRY_MS; a failure is kept; wall_clock
+    itself never touches the network."""
+    import sys
+    import time as _time
+    import types
+
+    from firmware.timefmt import CLOCK_FLOOR_S
+
+    esp32, _ = _esp32_board(monkeypatch)
+    rtc = [0.0]
+    ticks = [0]
+    answers = [OSError(110, "ETIMEDOUT"), CLOCK_FLOOR_S + 5]
+    tries = []
+
+    def settime():
+        tries.append(ticks[0])
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        rtc[0] = float(a)
+
+    monkeypatch.setitem(sys.modules, "ntptime", types.SimpleNamespace(settime=settime))
+    monkeypatch.setattr(_time, "time", lambda: rtc[0])
+    monkeypatch.setattr(_time, "ticks_ms", lambda: ticks[0], raising=False)
+    monkeypatch.setattr(_time, "ticks_diff", lambda a, b: a - b, raising=False)
+    cfg = load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]})
+    board = esp32.build(cfg)
+    assert board.wall_clock() == 0 and tries == []  # reading never asks NTP
+    assert board.sync_clock() is False and "ETIMEDOUT" in board.ntp_error
+    ticks[0] = esp32.NTP_RETRY_MS - 1
+    assert board.sync_clock() is False and len(tries) == 1  # not again within a minute
+    ticks[0] = esp32.NTP_RETRY_MS
+    assert board.sync_clock() is True and board.ntp_error is None
+    assert board.wall_clock() == CLOCK_FLOOR_S + 5
+    assert board.sync_clock() is True and len(tries) == 2  # a set clock is left alone

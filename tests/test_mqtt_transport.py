@@ -762,3 +762,38 @@ def test_mosquitto_qos1_both_ways_and_reconnects(interpreter, secure, rom, tmp_p
         done = p.done()
     assert done["echoed"] == 3 and done["connects"] == 3 and done["lost"] == 0
     _gap_ok("mosquitto {} kill+restart".format("mqtts" if secure else "mqtt"), p, done)
+
+
+def test_clock_sync_runs_in_the_transport_thread_after_each_connection(tmp_path):
+    """Issue 11 item 9: the board's NTP (blocking: DNS + UDP) runs in the transport's thread
+    once the network is up, never in the control loop; a failure is kept, the link goes on."""
+    from firmware.mqtt import Uplink
+
+    calls = []
+
+    def ntp():  # stands in for Esp32Board.sync_clock
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            raise OSError(110, "ETIMEDOUT")  # the first NTP try found no server
+        return True
+
+    with brokers.mosquitto(tmp_path) as broker:
+        up = Uplink(broker.url, "CP-A", user="CP-A", password=broker.users["CP-A"],
+                    clock_sync=ntp, backoff_ms=(100, 400))
+        up.start()
+        try:
+            seen = []
+            deadline = time.monotonic() + 20
+            while len(seen) < 2 and time.monotonic() < deadline:
+                item = up.poll()
+                if item == ("connected", ""):
+                    seen.append(item)
+                    if len(seen) == 1:  # a broker restart: connected again, synced again
+                        broker.restart()
+                time.sleep(0.01)
+            assert len(seen) == 2, "not connected twice: {}".format(up.reason)
+            assert calls and all(t != threading.get_ident() for t in calls)
+            assert len(calls) >= 2
+            assert up.clock_error and "ETIMEDOUT" in up.clock_error
+        finally:
+            up.stop()

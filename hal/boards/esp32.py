@@ -9,8 +9,8 @@ CP and PP sense must be ADC1 pins (GPIO 32-39): ADC2 cannot be read while WiFi i
 Mirror contact: an NC auxiliary contact between the input and GND with the pull-up on, so
 "contact closed" reads 0. GPIO 34-39 have no pull-ups:
 use an external one there. Facts: shared/reference/hardware.md §6.2, §6.3.
-Wall clock: the RTC restarts at the epoch with the power; NTP (`ntptime`) sets it once the
-WiFi station is connected (Esp32Board.wall_clock).
+Wall clock: the RTC restarts at the epoch with the power; NTP (`ntptime`) sets it from the
+MQTT transport's thread once the network is up (Esp32Board.sync_clock), never from the loop.
 """
 
 import time
@@ -50,34 +50,30 @@ class Esp32Board(Board):
         self.ntp_at = None  # ticks (ms) of the last NTP attempt; None: never
         self.ntp_error = None  # why the last attempt failed (str), None after a success
 
-    def wall_clock(self):
-        """Integer seconds since 1970-01-01 UTC (Board.wall_clock). While the RTC is below
-        timefmt.CLOCK_FLOOR_S (restarted with the power) and the WiFi station is connected,
-        NTP sets it first (`ntptime.settime()`, UTC); at most once per NTP_RETRY_MS, and each
-        try waits at most `ntptime.timeout` (1 s, one UDP exchange): the shell asks at boot,
-        before its control loop. A failure leaves the clock unknown (below the floor: the
-        core then gets no `time`, firmware/shell.py) and is kept in `ntp_error`."""
-        now = Board.wall_clock(self)
-        if now >= CLOCK_FLOOR_S:
-            return now
+    def sync_clock(self):
+        """Set the RTC from NTP (`ntptime.settime()`, UTC) while it is below
+        timefmt.CLOCK_FLOOR_S (restarted with the power); at most once per NTP_RETRY_MS.
+
+        BLOCKS: a DNS look-up of the NTP host, then one UDP exchange of up to `ntptime.timeout`
+        (1 s). So it is never called from the control loop: the MQTT transport calls it in its
+        own thread after each connection (firmware/mqtt.py `clock_sync`), and the shell then
+        reads the set RTC with wall_clock(), which does not block. A failure leaves the clock
+        unknown and is kept in `ntp_error`. -> True if the clock is (now) past the floor."""
+        if Board.wall_clock(self) >= CLOCK_FLOOR_S:
+            return True
         t = time.ticks_ms()
         if self.ntp_at is not None and time.ticks_diff(t, self.ntp_at) < NTP_RETRY_MS:
-            return now
+            return False
         self.ntp_at = t
-        import network
-
-        if not network.WLAN(network.STA_IF).isconnected():
-            self.ntp_error = "network not connected"
-            return now
         import ntptime
 
         try:
             ntptime.settime()
         except OSError as e:  # no answer within ntptime.timeout, DNS failure, ...
             self.ntp_error = "ntp: " + str(e)
-            return now
+            return False
         self.ntp_error = None
-        return Board.wall_clock(self)
+        return Board.wall_clock(self) >= CLOCK_FLOOR_S
 
 
 def _adc1(pin, name):
