@@ -29,17 +29,23 @@ def test_request_deadline_falls_back_to_offline_policy():
     assert s.session_id == SID_1 and s.post_auth == 3
 
 
-def test_offline_deny_and_post_auth_rejection_stops_session():
-    r = Rig(offline_policy="deny")
-    acts = r.step("card", 0, UID_B)
-    assert of(acts, "auth", 1)[0]["result"] == "card_unknown" and r.c.sessions[0] is None
+def _charging_offline_then_online():
+    """A card accepted offline (free vend), charging; then the link: -> (rig, the
+    post-authorization request)."""
     r = Rig(offline_policy="free_vend")
     r.step("meter", 1, 10)
     r.step("pilot", 1, ("B", False))
     r.step("card", 0, UID_B)
     r.step("pilot", 1, ("B", True))
     r.step("pilot", 1, ("C", True))
-    req = sent(r.step("online", 0, True))[0]
+    return r, sent(r.step("online", 0, True))[0]
+
+
+def test_offline_deny_and_post_auth_rejection_stops_session():
+    r = Rig(offline_policy="deny")
+    acts = r.step("card", 0, UID_B)
+    assert of(acts, "auth", 1)[0]["result"] == "card_unknown" and r.c.sessions[0] is None
+    r, req = _charging_offline_then_online()
     acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "102"}})
     assert ("pwm", 1, 1000) in acts and r.c.evses[0].state == "stopping"
@@ -52,13 +58,7 @@ def test_post_auth_without_a_decision_keeps_the_session_and_asks_again():
     """NoDecision (the bridge could not reach Hubject) is no refusal: the running session goes
     on and is post-authorized again POST_RETRY_MS later (firmware/contract.py, down/authorize)."""
     from firmware.cards import POST_RETRY_MS
-    r = Rig(offline_policy="free_vend")
-    r.step("meter", 1, 10)
-    r.step("pilot", 1, ("B", False))
-    r.step("card", 0, UID_B)
-    r.step("pilot", 1, ("B", True))
-    r.step("pilot", 1, ("C", True))
-    req = sent(r.step("online", 0, True))[0]
+    r, req = _charging_offline_then_online()
     acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "310"}, "NoDecision": True})
     s = r.c.sessions[0]
