@@ -8,68 +8,12 @@ the receiver) -- never fewer -- in the order they were added; and every one of t
 be found by its id: acknowledging all empties the outbox for good (none stuck without an index
 entry). Plus the flash-write counts that are the point of it (Outbox docstring)."""
 
-import os
-
 from firmware.store import LATE, Outbox, Store
-
-
-def _tmpdir(tag):
-    return "/tmp/mpevse_{}_{}".format(tag, "".join("{:02x}".format(b) for b in os.urandom(6)))
-
-
-def _rmtree(path):
-    for name in os.listdir(path):
-        try:
-            os.remove(path + "/" + name)
-        except OSError:  # a folder (the outbox's)
-            _rmtree(path + "/" + name)
-    os.rmdir(path)
-
-
-def _with_dir(tag, fn):
-    root = _tmpdir(tag)
-    try:
-        fn(root)
-    finally:
-        _rmtree(root)
-
-
-def _ids(ob):
-    return [msg_id for msg_id, _ in ob.pending()]
-
-
-class _CutBox(Outbox):
-    """An outbox whose flash operations fail from the `budget`-th on (the power went); with
-    `torn`, the failing append writes half of its bytes first (as tests/mp/test_store.py)."""
-
-    budget = -1  # operations that still succeed; -1: all
-    torn = False
-
-    def _dies(self):
-        if _CutBox.budget == 0:
-            return True
-        if _CutBox.budget > 0:
-            _CutBox.budget -= 1
-        return False
-
-    def _write(self, path, mode, data):
-        if self._dies():
-            if not isinstance(data, bytes):
-                data = b"".join(data)
-            if _CutBox.torn and len(data) > 1:
-                Outbox._write(self, path, mode, data[:len(data) // 2])
-            raise OSError(5)
-        Outbox._write(self, path, mode, data)
-
-    def _rename(self, src, dst):
-        if self._dies():
-            raise OSError(5)
-        Outbox._rename(self, src, dst)
-
-    def _remove(self, path):
-        if self._dies():
-            raise OSError(5)
-        Outbox._remove(self, path)
+from tests.mp.outbox_kit import CutBox as _CutBox
+from tests.mp.outbox_kit import ids as _ids
+from tests.mp.outbox_kit import rmtree as _rmtree
+from tests.mp.outbox_kit import tmpdir as _tmpdir
+from tests.mp.outbox_kit import with_dir as _with_dir
 
 ORDER = ["a", "b", "c", "d", "e", "f", "g", "h"]
 

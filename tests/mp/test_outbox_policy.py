@@ -9,22 +9,10 @@ acknowledged by the backend waits, and what offer said it dropped is what the mo
 After a reboot without flush, the waiting messages are the model's plus any of those whose
 acks were held in RAM (never fewer, never others), in the order they were offered."""
 
-import os
 
 from firmware.store import Outbox, Store
-
-
-def _tmpdir(tag):
-    return "/tmp/mpevse_{}_{}".format(tag, "".join("{:02x}".format(b) for b in os.urandom(6)))
-
-
-def _rmtree(path):
-    for name in os.listdir(path):
-        try:
-            os.remove(path + "/" + name)
-        except OSError:  # a folder (the outbox's)
-            _rmtree(path + "/" + name)
-    os.rmdir(path)
+from tests.mp.outbox_kit import rmtree as _rmtree
+from tests.mp.outbox_kit import tmpdir as _tmpdir
 
 LIMIT = 6
 SEGMENT = 3

@@ -8,35 +8,11 @@ exactly those after the operation."""
 import os
 
 from firmware.store import BUCKETS, KEY_MAX, LIMIT, Outbox, OutboxFull, Store, _hash
-
-
-def _tmpdir(tag):
-    name = "/tmp/mpevse_{}_{}".format(tag, "".join("{:02x}".format(b) for b in os.urandom(6)))
-    return name
-
-
-def _rmtree(path):
-    for name in os.listdir(path):
-        try:
-            os.remove(path + "/" + name)
-        except OSError:  # a folder (the outbox's)
-            _rmtree(path + "/" + name)
-    os.rmdir(path)
-
-
-def _with_dir(tag, fn):
-    root = _tmpdir(tag)
-    try:
-        fn(root)
-    finally:
-        try:
-            _rmtree(root)
-        except OSError:
-            pass
-
-
-def _ids(ob):
-    return [msg_id for msg_id, _ in ob.pending()]
+from tests.mp.outbox_kit import CutBox as _CutBox
+from tests.mp.outbox_kit import ids as _ids
+from tests.mp.outbox_kit import rmtree as _rmtree
+from tests.mp.outbox_kit import tmpdir as _tmpdir
+from tests.mp.outbox_kit import with_dir as _with_dir
 
 
 def _files(root):
@@ -330,40 +306,6 @@ def test_outbox_moves_the_old_layout_in():
         again = Outbox(Store(root))
         assert _ids(again) == ["a", "b", "c"] and again.store.problems == []
     _with_dir("migrate", body)
-
-
-class _CutBox(Outbox):
-    """An outbox whose flash operations fail from the `budget`-th on (the power went); with
-    `torn`, the failing append writes half of its bytes first (POSIX can do that)."""
-
-    budget = -1  # operations that still succeed; -1: all
-    torn = False
-
-    def _dies(self):
-        if _CutBox.budget == 0:
-            return True
-        if _CutBox.budget > 0:
-            _CutBox.budget -= 1
-        return False
-
-    def _write(self, path, mode, data):
-        if self._dies():
-            if not isinstance(data, bytes):
-                data = b"".join(data)
-            if _CutBox.torn and len(data) > 1:
-                Outbox._write(self, path, mode, data[:len(data) // 2])
-            raise OSError(5)
-        Outbox._write(self, path, mode, data)
-
-    def _rename(self, src, dst):
-        if self._dies():
-            raise OSError(5)
-        Outbox._rename(self, src, dst)
-
-    def _remove(self, path):
-        if self._dies():
-            raise OSError(5)
-        Outbox._remove(self, path)
 
 
 def _cut_everywhere(tag, prepare, op, before, after):
