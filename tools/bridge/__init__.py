@@ -10,6 +10,7 @@ Modules, one job each:
   commands   down commands with a fresh id, waiting for the matching up/reply
   authorize  up/authorize -> eRoamingAuthorizeStart/Stop -> down/authorize
   server     the RemoteStart/RemoteStop endpoints Hubject calls, idempotent on SessionID
+  status     GET /status on the loopback admin port; `python -m tools.bridge status` (table)
   log        one JSON line per OICP call on stdout, UIDs masked
   config     flags and the JSON config file
   app        everything assembled; the ready line

@@ -1,5 +1,6 @@
 """`python -m tools.bridge [flags]` (tools/bridge/config.py lists them): run the bridge until
-SIGINT/SIGTERM. Exit status 2 for a bad configuration (one `error` line says why)."""
+SIGINT/SIGTERM. Exit status 2 for a bad configuration (one `error` line says why).
+`python -m tools.bridge status --url URL ...`: the operator's table (tools/bridge/status.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import signal
 import sys
 
+from tools.bridge import status
 from tools.bridge.app import Bridge
 from tools.bridge.config import ConfigError, load
 from tools.bridge.log import Log
@@ -25,6 +27,9 @@ async def _run(bridge: Bridge) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["status"]:
+        return status.main(args[1:])
     log = Log()
     try:
         cfg = load(argv)

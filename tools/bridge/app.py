@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from tools.bridge.hubject import HubjectClient, client_context
 from tools.bridge.log import Log
 from tools.bridge.registry import Registry
 from tools.bridge.server import BASE, RemoteService
+from tools.bridge.status import AdminServer
 
 
 def without_userinfo(url: str) -> str:
@@ -55,6 +57,10 @@ class Bridge:
                                       self._handle, self.log, cfg.share_group)
         self.commands = Commands(cfg.instance_id, self.link.publish)
         self.registry.listeners.append(self.commands.on_availability)
+        self.registry.live = self.link.subscribed.is_set  # retained burst: "since" inexact
+        self.started = round(time.time(), 3)  # epoch s, for GET /status
+        self.admin = AdminServer(self, cfg.admin_host, cfg.admin_port) if cfg.admin_host \
+            else None
         tls = None
         if cfg.hubject_url.startswith("https:"):
             tls = client_context(cfg.client_cert, cfg.client_key, cfg.hubject_ca)
@@ -96,13 +102,14 @@ class Bridge:
         port = self.runner.addresses[0][1]  # the real port when 0 was asked
         host = cfg.listen_host if ":" not in cfg.listen_host else "[" + cfg.listen_host + "]"
         self.listen_url = "{}://{}:{}".format("https" if tls else "http", host, port)
+        admin_url = await self.admin.start() if self.admin is not None else None
         self._mqtt_task = asyncio.ensure_future(self.link.run())
         await asyncio.wait_for(self.link.subscribed.wait(), ready_timeout_s)
         return self.log.emit(
             "ready", listen=self.listen_url, base=self.listen_url + BASE,
             operator_id=cfg.operator_id, instance_id=cfg.instance_id,
             broker=without_userinfo(cfg.broker), hubject_url=without_userinfo(cfg.hubject_url),
-            mutual_tls_in=bool(cfg.client_ca),
+            mutual_tls_in=bool(cfg.client_ca), admin=admin_url,
             subscriptions=[f for f, _ in mqttlink.subscriptions(cfg.share_group)],
             charge_points=len(self.registry.evses))
 
@@ -114,4 +121,6 @@ class Bridge:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.admin is not None:
+            await self.admin.stop()
         await self.hubject.close()

@@ -20,6 +20,8 @@
     --reply-timeout-s S     longest wait for a charge point's reply to a remote command
                             (default 8, at most 10)
     --share-group NAME      subscribe work topics as $share/NAME/... (several instances)
+    --admin-listen HOST:PORT  GET /status for the operator (tools/bridge/status.py): plain
+                            HTTP, loopback addresses only (port 0: any free port)
     --config FILE           JSON object with any of the keys above
 """
 
@@ -41,7 +43,7 @@ DEFAULT_HUBJECT_TIMEOUT_MS = 8000
 KEYS = ("broker", "broker_ca", "broker_user", "broker_password", "operator_id", "hubject_url",
         "client_cert", "client_key", "hubject_ca", "listen", "server_cert", "server_key",
         "client_ca", "instance_id", "budget", "hubject_timeout_ms", "reply_timeout_s",
-        "share_group")
+        "share_group", "admin_listen")
 
 
 class ConfigError(ValueError):
@@ -69,6 +71,8 @@ class Config:
     hubject_timeout_ms: int = DEFAULT_HUBJECT_TIMEOUT_MS
     reply_timeout_s: float = REPLY_TIMEOUT_S
     share_group: str | None = None
+    admin_host: str | None = None  # --admin-listen: loopback only
+    admin_port: int = 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -170,6 +174,12 @@ def build(values: dict) -> Config:
     reply_s = float(values.get("reply_timeout_s") or REPLY_TIMEOUT_S)
     if not 0 < reply_s <= MAX_REPLY_TIMEOUT_S:
         raise ConfigError("--reply-timeout-s must be in (0, {}]".format(MAX_REPLY_TIMEOUT_S))
+    admin_host, admin_port = None, 0
+    if values.get("admin_listen"):
+        admin_host, admin_port = _split_listen(str(values["admin_listen"]))
+        if not is_loopback(admin_host):
+            raise ConfigError("admin-listen {}: loopback addresses only (plain HTTP; read it "
+                              "on the host or through a tunnel)".format(admin_host))
     instance = values.get("instance_id") or "{}-{}".format(
         socket.gethostname().split(".")[0][:20], os.getpid())
     if not all(c.isalnum() or c in "_-" for c in instance) or len(instance) > 32:
@@ -187,4 +197,5 @@ def build(values: dict) -> Config:
         hubject_ca=values.get("hubject_ca"), server_cert=values.get("server_cert"),
         server_key=values.get("server_key"), client_ca=values.get("client_ca"),
         instance_id=instance, budgets=budgets, hubject_timeout_ms=timeout_ms,
-        reply_timeout_s=reply_s, share_group=values.get("share_group"))
+        reply_timeout_s=reply_s, share_group=values.get("share_group"),
+        admin_host=admin_host, admin_port=admin_port)

@@ -7,11 +7,21 @@ empty retained payload (a cleared birth) forgets it. Availability is b"online", 
 (the charge point's last will, retained). A birth whose `cp_id` is not its topic's is ignored
 (the ACL lets a charge point write only its own tree, so the topic is the trustworthy name).
 An EvseID claimed by two charge points belongs to the later birth; the other loses it.
+
+For the operator (`GET /status`, tools/bridge/status.py) it also keeps, per charge point: since
+when it is online/offline (wall clock, epoch seconds, when this instance saw the change; a state
+first learnt from a retained message -- at start-up or after a reconnect -- only says "at or
+before", `since_exact` false), the last birth's time and boot id, the outbox depth when the
+birth reports one (`"outbox"`: the contract does not carry it yet), and what the durable path
+reports through `note_cdr` / `note_dead_letter` (this instance's share only: several instances
+each see a part; `python -m tools.bridge status` merges them).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 
 from firmware import contract as C
 
@@ -28,13 +38,37 @@ def cp_of(topic: str) -> str | None:
     return None
 
 
+@dataclass
+class Seen:
+    """What the operator sees of one charge point; times are epoch seconds (wall clock)."""
+    since: float | None = None  # the availability state's start, as seen here
+    since_exact: bool = False  # False: learnt from a retained message, "at or before"
+    born_at: float | None = None  # when this instance took in its last birth
+    outbox: int | None = None  # durable messages waiting on the charge point, if reported
+    last_cdr: float | None = None  # the last CDR's time, from note_cdr
+    cdrs: int = 0  # CDRs this instance handled for it
+    dead_letters: int = 0  # messages this instance parked in the dead-letter file
+
+
 class Registry:
-    def __init__(self):
+    def __init__(self, clock=time.time):
+        """`clock()` -> wall-clock epoch seconds (injectable for tests)."""
         self.owner: dict[str, str] = {}  # EvseID (upper case) -> cp_id
         self.evses: dict[str, list[str]] = {}  # cp_id -> its EvseIDs, as born
         self.boot: dict[str, object] = {}  # cp_id -> boot id of its last birth
         self.availability: dict[str, str] = {}  # cp_id -> ONLINE / OFFLINE
         self.listeners: list = []  # callables (cp_id, availability) on a change
+        self.seen: dict[str, Seen] = {}  # cp_id -> operator view
+        self.clock = clock
+        # live() is False while the subscription's retained messages are being taken in (the
+        # app sets it to the MQTT link's "subscribed" flag): those states are not fresh
+        self.live = lambda: True
+
+    def _seen(self, cp: str) -> Seen:
+        got = self.seen.get(cp)
+        if got is None:
+            got = self.seen[cp] = Seen()
+        return got
 
     def on_birth(self, cp: str, payload: bytes) -> str | None:
         """Take a birth in; returns a reason when it was ignored, else None."""
@@ -54,6 +88,10 @@ class Registry:
         self._forget(cp)
         self.evses[cp] = list(ids)
         self.boot[cp] = body.get("boot")
+        seen = self._seen(cp)
+        seen.born_at = self.clock()
+        depth = body.get("outbox")  # not in the contract yet: taken when a birth carries it
+        seen.outbox = depth if isinstance(depth, int) and not isinstance(depth, bool) else None
         for e in ids:
             prev = self.owner.get(e.upper())
             if prev is not None and prev != cp:
@@ -77,6 +115,9 @@ class Registry:
         if self.availability.get(cp, UNKNOWN) == state:
             return
         self.availability[cp] = state
+        seen = self._seen(cp)
+        seen.since = self.clock()
+        seen.since_exact = self.live()
         for listener in self.listeners:
             listener(cp, state)
 
@@ -89,3 +130,28 @@ class Registry:
 
     def owns(self, cp: str, evse_id: str) -> bool:
         return self.owner.get(evse_id.upper()) == cp
+
+    # -- reported by the durable path (CDRs, dead letters) -----------------------------------
+    def note_cdr(self, cp: str, ts: float | None = None) -> None:
+        """A CDR of `cp` was accepted by its final receiver (Hubject or the operator's store);
+        `ts` epoch seconds (default now)."""
+        seen = self._seen(cp)
+        seen.last_cdr = self.clock() if ts is None else float(ts)
+        seen.cdrs += 1
+
+    def note_dead_letter(self, cp: str, n: int = 1) -> None:
+        """`n` messages of `cp` were parked in the dead-letter file."""
+        self._seen(cp).dead_letters += n
+
+    def charge_points(self) -> list[dict]:
+        """Per charge point known here (born, seen or noted), sorted by cp_id: cp_id, state,
+        since, since_exact, EvseIDs, boot, born_at, outbox, last_cdr, cdrs, dead_letters."""
+        out = []
+        for cp in sorted(set(self.seen) | set(self.evses) | set(self.availability)):
+            seen = self.seen.get(cp) or Seen()
+            out.append({"cp_id": cp, "state": self.state(cp), "since": seen.since,
+                        "since_exact": seen.since_exact, "EvseIDs": self.evses.get(cp, []),
+                        "boot": self.boot.get(cp), "born_at": seen.born_at,
+                        "outbox": seen.outbox, "last_cdr": seen.last_cdr, "cdrs": seen.cdrs,
+                        "dead_letters": seen.dead_letters})
+        return out
