@@ -9,7 +9,8 @@ can tell the two apart because they are equal then.
 
 A session whose meter failed under the "continue" policy is flagged: its CDR and End carry
 "MeteringCheck": "Failed" (accepted by Hubject, oicp-2.3-cpo.md §6) and the energy up to the
-last good reading.
+last good reading. So is one that charged with no meter reading at its start or end (a meter
+that never answered, meter type "none"): its 0 kWh is not a measurement.
 """
 
 from firmware import events as E
@@ -264,7 +265,10 @@ class Session:
                 d["MeterValueInBetween"] = {"meterValues": [kwh(w) for w in self.meter_between]}
             if self.provider_id:
                 d["ProviderID"] = self.provider_id
-            if self.meter_fault:
+            if self.meter_fault or (self.charged() and (self.meter_start is None
+                                                        or self.meter_end is None)):
+                # energy that no meter reading backs (a failed or absent meter, meter "none")
+                # is not trustworthy: the record says so instead of a silent 0.0 kWh
                 d["MeteringCheck"] = "Failed"
             out.append(d)
         return out

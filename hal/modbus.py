@@ -42,6 +42,12 @@ class ModbusWrongSlave(ModbusError):
     """A valid frame came from another slave address (a clashing bus configuration)."""
 
 
+class ModbusBusBusy(ModbusError):
+    """The request never went out: the bus was not silent for t3.5 within the time-out (a
+    babbling slave, a wrong baud rate, a second master). The bus is unusable, not the meter
+    silent: a caller counts it like any failed request (hal.meters: the meter fails)."""
+
+
 # CRC-16/MODBUS (reflected polynomial 0xA001) four bits at a time: a 16-entry table is a fair
 # trade between the 8-step bit loop (slow on MicroPython) and a 256-entry table (heap). Entry n
 # is n shifted through four steps of the bitwise algorithm (the test recomputes it).
@@ -132,7 +138,10 @@ class ModbusMaster:
     """One outstanding request at a time on one RS-485 bus.
 
     `start(...)` queues a read; `poll(now)` returns None, ("ok", registers) or ("error", err).
-    `busy` is True from `start` until that event. Counters `noise_bytes`, `echo_bytes` and
+    `busy` is True from `start` until that event, which comes within `timeout_ms` of `start`
+    (ModbusBusBusy: the line never fell silent for t3.5 to send) or of the send (the answer, a
+    frame error, a time-out, or "garbage" when only bytes that were no answer of ours came):
+    every wait has a deadline. Counters `noise_bytes`, `echo_bytes` and
     `errors` make dropped input visible. A DE pin needs `uart.flush()` (machine.UART has it
     since MicroPython 1.20; the ESP32 target is >= 1.24): it drops DE once the last stop bit
     has left.
@@ -156,6 +165,8 @@ class ModbusMaster:
         self._fc = 0
         self._count = 0
         self._deadline = 0
+        self._queued = 0  # tick of `start`: the send must happen within timeout_ms of it
+        self._noise_at_send = 0  # noise_bytes when the request went out
         self._last_activity = None
         self.noise_bytes = 0
         self.echo_bytes = 0
@@ -171,6 +182,7 @@ class ModbusMaster:
         self._slave = slave
         self._fc = fc
         self._count = count
+        self._queued = now
         self.busy = True
 
     def poll(self, now):
@@ -183,8 +195,14 @@ class ModbusMaster:
                 self.noise_bytes += len(data)
                 self._last_activity = now
             last = self._last_activity
-            if self.busy and (last is None or ticks_diff(now, last) >= self.gap_ms):
+            if not self.busy:
+                return None
+            if last is None or ticks_diff(now, last) >= self.gap_ms:
                 self._send(now)
+            elif ticks_diff(now, self._queued) >= self.timeout_ms:
+                return self._fail(now, ModbusBusBusy(
+                    "bus never silent for %d ms within %d ms (%d noise bytes): not sent to "
+                    "slave %d" % (self.gap_ms, self.timeout_ms, self.noise_bytes, self._slave)))
             return None
         rx = self._rx
         n = self._n
@@ -250,6 +268,7 @@ class ModbusMaster:
         self._n = 0
         self._last_activity = ticks_add(now, tx_ms)
         self._deadline = ticks_add(now, tx_ms + self.timeout_ms)
+        self._noise_at_send = self.noise_bytes
         self._receiving = True
 
     def _finish(self, now, start, length):
@@ -259,10 +278,19 @@ class ModbusMaster:
         self._last_activity = now
         try:
             if start < 0:
+                garbage = self.noise_bytes - self._noise_at_send
+                if garbage:  # something answered, but nothing that was a frame of ours
+                    raise ModbusError("garbage: %d bytes, no valid answer from slave %d "
+                                      "within %d ms" % (garbage, self._slave, self.timeout_ms))
                 raise ModbusTimeout(
                     "no answer from slave %d within %d ms" % (self._slave, self.timeout_ms))
             return ("ok", parse_response(
                 memoryview(self._rx)[start:], length, self._slave, self._fc, self._count))
         except ModbusError as e:
-            self.errors += 1
-            return ("error", e)
+            return self._fail(now, e)
+
+    def _fail(self, now, err):
+        """End the request with `err` (counted); the master is ready for the next one."""
+        self._receiving = self.busy = False
+        self.errors += 1
+        return ("error", err)

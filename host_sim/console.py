@@ -23,7 +23,9 @@ report one `error` event and go on. Commands (N = EVSE number 1..evses):
                                  EVSE N's contactor: its main contacts (and so its mirror
                                  contact) follow the coil MS milliseconds (0..5000) after it is
                                  energised / dropped; default 20 each
-    meter fail|ok                the meter bus stops answering / answers again
+    meter fail|ok|babble         the meter bus stops answering / answers again / babbles:
+                                 noise back to back, never t3.5 of silence, no answers (a
+                                 broken slave, a wrong baud rate, a second master); `ok` ends it
     meter set N KWH              EVSE N's meter's import register reads KWH (0..999999) from now
     meter reset N                EVSE N's meter's import register back to 0 (a reset/swapped
                                  meter); same as `meter set N 0`
@@ -64,7 +66,7 @@ from host_sim.devices.rdm6300 import FOREIGN as RDM6300_FOREIGN
 
 EV_ACTIONS = ("charge", "ventilate", "pause", "unplug")
 FAULTS = ("weld", "stuck", "diode", "pilot_short", "ignore_pwm_off")
-METER_MODES = ("fail", "ok")
+METER_MODES = ("fail", "ok", "babble")
 CABLE_AMPS = (13, 20, 32, 63)
 NO_PP = "nopp"
 PP_OPEN = "open"
@@ -88,7 +90,7 @@ USAGE = {
     "fault": "fault N " + "|".join(FAULTS),
     "clear": "clear N",
     "contactor": "contactor N [make MS] [release MS]",
-    "meter": "meter fail|ok | meter set N KWH | meter reset N",
+    "meter": "meter fail|ok|babble | meter set N KWH | meter reset N",
     "reader": "reader noise BYTES | reader dropout SECONDS | reader foreign [KIND]",
     "power_cut": "power_cut [SECONDS]",
     "broker": "broker " + "|".join(NET_STATES),
@@ -250,7 +252,7 @@ def _contactor(args, evses):
 
 
 def _meter(args, evses):
-    """("fail",) | ("ok",) | ("set", N, KWH) | ("reset", N)."""
+    """("fail",) | ("ok",) | ("babble",) | ("set", N, KWH) | ("reset", N)."""
     if not args:
         raise ValueError("expected fail, ok, set or reset")
     mode = _choice(args[0], METER_MODES + ("set", "reset"), "meter command")

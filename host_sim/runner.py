@@ -12,7 +12,8 @@ devices (host_sim.console lists them):
     reader     action tap (uid) | remove | noise (bytes) | dropout (seconds, until = t when
                the card is back) | foreign (kind, hex = the frame)
     device     evse, fault weld|stuck|...|clear; or meter set|reset (evse, kwh); or contactor
-               timing (evse, make_ms, release_ms); `meter fail|ok`: fault meter_fail|meter_ok
+               timing (evse, make_ms, release_ms); `meter fail|ok|babble`: fault meter_fail|
+               meter_ok|meter_babble
     power_cut  outage_s, status (the killed firmware's exit status); then `restart` (boot,
                reason power_cut)
     restart    boot, reason reset, status 75, exit_t: the firmware exited with
@@ -666,6 +667,9 @@ class Simulation:
                 kwh = args[2] if args[0] == "set" else 0.0
                 self.bench.meter_set(args[1], kwh)
                 self.emit("device", evse=args[1], meter=args[0], kwh=kwh)
+            elif args[0] == "babble":
+                self.bench.meter_babble(True)
+                self.emit("device", fault="meter_babble")
             else:
                 self.bench.meter_ok(args[0] == "ok")
                 self.emit("device", fault="meter_" + args[0])
@@ -962,8 +966,14 @@ class DeviceBench:
         evse.ev.set_fault("clear")
 
     def meter_ok(self, ok):
+        """`meter ok|fail`; ok also ends a babble."""
         for m in self.meters:
             m.set_fault("ok" if ok else "fail", self.clock())
+        if ok:
+            self.bus.set_babble(False, self.clock())
+
+    def meter_babble(self, on):
+        self.bus.set_babble(on, self.clock())
 
     def status(self):
         """Every device's state plus its pty counters (Hub.status: one `now` for all)."""

@@ -17,6 +17,10 @@ wakes the bus at every change (contactor switch times are events), so the integr
 the piecewise-constant currents of the simulation. `set_import_kwh` replaces the register (a
 meter swapped for one with another reading, or reset to 0); nothing else ever makes it go down.
 
+A babbling bus (`SdmBus.babble`: a broken slave, a wrong baud rate, a second master) sends
+noise bytes back to back at the bus rate, so the line is never silent for t3.5; no meter
+answers meanwhile (issue 16: the master must give up within its deadline, not wait forever).
+
 Timing: the reply leaves t3.5 + `response_s` (10 ms) after the request, plus (with `wire_time`)
 the time request and reply would take on the wire at the bus baud rate, since a pty delivers
 them instantly: an SDM120 at 2400 Bd answers an 8-byte read in about 36.7 + 16 + 10 + 41.3 ms.
@@ -37,6 +41,9 @@ FAULTS = ("ok", "fail")
 # step is already 1/16 kWh between 2^19 and 2^20 kWh, so above this a session's energy would
 # be lost in the rounding rather than measured (derived).
 MAX_KWH = 999999.0
+# What a babbling bus sends: no slave address 1..247 starts a frame with 0x00 or 0xFF, and the
+# pattern never forms a CRC-valid frame
+BABBLE = b"\x00\xff"
 
 
 def crc16(data):
@@ -220,6 +227,14 @@ class SdmBus:
         self._rx_last = 0.0
         self._out = []  # [(due, bytes)]
         self.counters = {}
+        self.babble = False
+        self._babble_t = 0.0  # hub time up to which the babble has been sent
+
+    def set_babble(self, on, now):
+        """Start/stop a stream of noise that never leaves t3.5 of silence (module doc)."""
+        if on and not self.babble:
+            self._babble_t = now
+        self.babble = bool(on)
 
     def _count(self, key):
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -243,10 +258,19 @@ class SdmBus:
             else:
                 keep.append((due, frame))
         self._out = keep
+        if self.babble:
+            # one noise byte per character time since the last ones (at most a pty's worth)
+            n = min(int((now - self._babble_t) / self.char_s), 256)
+            if n > 0:
+                self._babble_t = max(self._babble_t + n * self.char_s, now - self.char_s)
+                out += BABBLE * (n // 2) + BABBLE[: n % 2]
+                self.counters["babble_bytes"] = self.counters.get("babble_bytes", 0) + n
         return bytes(out)
 
     def next_event(self, now):
         times = [due for due, _ in self._out]
+        if self.babble:  # well within t3.5: two characters later
+            times.append(self._babble_t + 2 * self.char_s)
         if self._rx:
             times.append(self._rx_last + self.t35_s)
         return min(times) if times else None
@@ -276,7 +300,7 @@ class SdmBus:
         if meter is None:
             self._count("other_address")
             return
-        if meter.fault == "fail":
+        if meter.fault == "fail" or self.babble:
             self._count("failed_silent")
             return
         meter.advance(now)  # values as sampled when the request is decoded
