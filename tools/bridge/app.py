@@ -1,5 +1,6 @@
-"""The bridge assembled: registry + MQTT link + Hubject client + authorizer + remote endpoints,
-one asyncio loop. `Bridge.start()` returns once the HTTP server listens and the MQTT
+"""The bridge assembled: registry + MQTT link + Hubject client + authorizer + remote endpoints
++ the durable path (CDRs, notifications, EVSE status and data: tools/bridge/durable.py), one
+asyncio loop. `Bridge.start()` returns once the HTTP server listens and the MQTT
 subscriptions are in place with the retained births and availability already taken in; then
 it prints the `ready` line (with the real port when the flag said 0).
 """
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from tools.bridge import mqttlink
+from tools.bridge import cdrstore, deadletter, durable, mqttlink
+from tools.bridge import site as site_file
 from tools.bridge.authorize import Authorizer
 from tools.bridge.budget import Budgets
 from tools.bridge.commands import Commands
@@ -45,6 +47,10 @@ def server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext
     return ctx
 
 
+DURABLE_KINDS = {mqttlink.CDR: durable.KIND_CDR, mqttlink.NOTIFICATION: durable.KIND_NOTIFICATION,
+                 mqttlink.STATUS: durable.KIND_STATUS}
+
+
 class Bridge:
     def __init__(self, cfg: Config, log: Log | None = None):
         self.cfg = cfg
@@ -70,21 +76,38 @@ class Bridge:
                                      self.link.publish, self.log)
         self.remote = RemoteService(cfg.operator_id, self.registry, self.commands, self.log,
                                     cfg.reply_timeout_s)
+        self.site = site_file.load(cfg.site, cfg.operator_id) if cfg.site else None
+        sender = durable.Sender(self.hubject, self.log)
+        self.durable = durable.Durable(
+            cfg.operator_id, sender, self.site,
+            cdrstore.CdrStore(cfg.cdr_store) if cfg.cdr_store else None,
+            deadletter.DeadLetters(cfg.dead_letter), self.link.publish, self.log,
+            self.registry)
+        self.evse_data = durable.EvseData(cfg.operator_id, self.site, self.registry, sender,
+                                          self.log) if self.site is not None else None
+        self.durable.statuses = durable.StatusPusher(cfg.operator_id, self.durable, sender,
+                                                     self.evse_data, self.registry)
         self.runner: web.AppRunner | None = None
         self.listen_url: str | None = None
         self._mqtt_task: asyncio.Task | None = None
+        self._pushers: list[asyncio.Task] = []
 
     def _handle(self, kind: str, cp: str, payload: bytes):
         if kind == mqttlink.BIRTH:
             why = self.registry.on_birth(cp, payload)
             if why:
                 self.log.emit("warning", cp_id=cp, message=why)
+            elif self.evse_data is not None:
+                self.evse_data.wake.set()  # new or changed EVSEs: update Hubject's data
             return None
         if kind == mqttlink.AVAILABILITY:
             self.registry.on_availability(cp, payload)
             return None
         if kind == mqttlink.REPLY:
             self.commands.on_reply(cp, payload)
+            return None
+        if kind in DURABLE_KINDS:
+            self.durable.on_message(DURABLE_KINDS[kind], cp, payload)
             return None
         return self.authorizer.on_request(cp, payload)
 
@@ -105,6 +128,11 @@ class Bridge:
         admin_url = await self.admin.start() if self.admin is not None else None
         self._mqtt_task = asyncio.ensure_future(self.link.run())
         await asyncio.wait_for(self.link.subscribed.wait(), ready_timeout_s)
+        # the retained births are in: EVSE data (fullLoad first), then statuses
+        if self.evse_data is not None:
+            self._pushers.append(asyncio.ensure_future(self.evse_data.run()))
+        assert self.durable.statuses is not None
+        self._pushers.append(asyncio.ensure_future(self.durable.statuses.run()))
         return self.log.emit(
             "ready", listen=self.listen_url, base=self.listen_url + BASE,
             operator_id=cfg.operator_id, instance_id=cfg.instance_id,
@@ -114,6 +142,11 @@ class Bridge:
             charge_points=len(self.registry.evses))
 
     async def stop(self) -> None:
+        for task in self._pushers:
+            task.cancel()
+        await asyncio.gather(*self._pushers, return_exceptions=True)
+        self._pushers = []
+        await self.durable.close()
         if self._mqtt_task is not None:
             self._mqtt_task.cancel()
             await asyncio.gather(self._mqtt_task, return_exceptions=True)

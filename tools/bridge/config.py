@@ -20,6 +20,13 @@
     --reply-timeout-s S     longest wait for a charge point's reply to a remote command
                             (default 8, at most 10)
     --share-group NAME      subscribe work topics as $share/NAME/... (several instances)
+    --site FILE             the site file for eRoamingPushEvseData (tools/bridge/site.py);
+                            without it no EVSE data is pushed (statuses are, as they come)
+    --cdr-store FILE        the operator's CDR store: CDRs of sessions without a Hubject
+                            SessionID, JSON lines, exactly once (tools/bridge/cdrstore.py);
+                            without it such a CDR is only logged (`local_cdr` line)
+    --dead-letter FILE      durable messages refused for good, JSON lines
+                            (tools/bridge/deadletter.py); without it only logged
     --admin-listen HOST:PORT  GET /status for the operator (tools/bridge/status.py): plain
                             HTTP, loopback addresses only (port 0: any free port)
     --config FILE           JSON object with any of the keys above
@@ -43,7 +50,7 @@ DEFAULT_HUBJECT_TIMEOUT_MS = 8000
 KEYS = ("broker", "broker_ca", "broker_user", "broker_password", "operator_id", "hubject_url",
         "client_cert", "client_key", "hubject_ca", "listen", "server_cert", "server_key",
         "client_ca", "instance_id", "budget", "hubject_timeout_ms", "reply_timeout_s",
-        "share_group", "admin_listen")
+        "share_group", "admin_listen", "site", "cdr_store", "dead_letter")
 
 
 class ConfigError(ValueError):
@@ -73,6 +80,9 @@ class Config:
     share_group: str | None = None
     admin_host: str | None = None  # --admin-listen: loopback only
     admin_port: int = 0
+    site: str | None = None  # --site FILE (tools/bridge/site.py)
+    cdr_store: str | None = None  # --cdr-store FILE (tools/bridge/cdrstore.py)
+    dead_letter: str | None = None  # --dead-letter FILE (tools/bridge/deadletter.py)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -185,7 +195,7 @@ def build(values: dict) -> Config:
     if not all(c.isalnum() or c in "_-" for c in instance) or len(instance) > 32:
         raise ConfigError("instance id {!r}: 1-32 of A-Z a-z 0-9 _ -".format(instance))
     for key in ("broker_ca", "client_cert", "client_key", "hubject_ca", "server_cert",
-                "server_key", "client_ca"):
+                "server_key", "client_ca", "site"):
         path = values.get(key)
         if path and not os.path.isfile(path):
             raise ConfigError("--{} {}: no such file".format(key.replace("_", "-"), path))
@@ -198,4 +208,5 @@ def build(values: dict) -> Config:
         server_key=values.get("server_key"), client_ca=values.get("client_ca"),
         instance_id=instance, budgets=budgets, hubject_timeout_ms=timeout_ms,
         reply_timeout_s=reply_s, share_group=values.get("share_group"),
-        admin_host=admin_host, admin_port=admin_port)
+        admin_host=admin_host, admin_port=admin_port, site=values.get("site"),
+        cdr_store=values.get("cdr_store"), dead_letter=values.get("dead_letter"))

@@ -182,3 +182,73 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+@dataclass
+class Reply:
+    """One OICP push/CDR/notification call's result, for the durable path (tools/bridge/
+    durable.py): the HTTP status (None: no HTTP answer), Hubject's decoded body (None when
+    absent or not JSON), `error` (why there is no usable answer: time-out, connection, TLS,
+    not JSON), the Process-ID header and the log's figures (as in Outcome)."""
+
+    http_status: int | None
+    body: object
+    latency_ms: float
+    attempts: int
+    process_id: str | None = None
+    wait_ms: float = 0.0
+    error: str | None = None
+    timed_out: bool = False
+
+
+async def post(client: HubjectClient, operation: str, path: str, body: dict,
+               deadline: float) -> Reply:
+    """POST `body` to `path` (after the base URL) as `operation` (its budget bucket), for
+    messages that may wait: the budget token is waited for up to `deadline` (monotonic s), a
+    429 is retried after its hold (Hubject refused before processing), every other failure is
+    returned, never raised. Each attempt is bounded by --hubject-timeout-ms."""
+    assert client.session is not None, "start() first"
+    t0 = time.monotonic()
+    bucket = client.budgets[operation]
+    attempts = 0
+    waited = 0.0
+    status: int | None = None
+    process_id: str | None = None
+
+    def done(parsed=None, error=None, timed_out=False):
+        total = time.monotonic() - t0
+        return Reply(status, parsed, round((total - waited) * 1000, 1), attempts, process_id,
+                     round(waited * 1000, 1), error, timed_out)
+
+    while True:
+        t_wait = time.monotonic()
+        granted = await bucket.acquire(deadline)
+        waited += time.monotonic() - t_wait
+        if not granted:
+            return done(error=operation + " budget exhausted before the deadline")
+        attempts += 1
+        try:
+            async with client.session.post(
+                    client.base + path, json=body,
+                    timeout=aiohttp.ClientTimeout(total=client.timeout_s)) as resp:
+                status = resp.status
+                process_id = resp.headers.get("Process-ID")
+                raw = await resp.read()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            return done(error="no answer from Hubject within {:.0f} ms".format(
+                client.timeout_s * 1000), timed_out=True)
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+            return done(error="TLS with Hubject failed: " + type(e).__name__)
+        except (aiohttp.ClientError, OSError) as e:
+            return done(error="HTTP to Hubject failed: " + type(e).__name__)
+        if status == 429:
+            hold = bucket.too_many(retry_after)
+            if time.monotonic() + hold < deadline:
+                continue  # refused before processing: safe to send again after the hold
+            return done(error="HTTP 429 and the deadline is near")
+        bucket.ok()
+        parsed = _json(raw)
+        if parsed is _BAD:
+            return done(error="Hubject's answer is not JSON")
+        return done(parsed)

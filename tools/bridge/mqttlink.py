@@ -10,8 +10,9 @@ Subscriptions (topics spelled by firmware.contract only). Two groups:
   reply goes to whoever sent the command; command ids name the instance, others ignore it);
 - work that ONE instance should do: up/authorize. `share_group` (issue 13) subscribes these as
   `$share/<group>/...`, so the broker hands each request to one instance only.
-Durable messages (up/notification, up/cdr, status/<n>) are not subscribed in this issue and
-never acknowledged: they stay in the charge points' outboxes (issue 13 forwards them).
+Durable messages (up/notification, up/cdr, status/<n>) are work too: one instance handles
+each (tools/bridge/durable.py) and acknowledges it on down/ack once Hubject or the operator's
+CDR store has it. Retained statuses reach every member of a share group (Mosquitto).
 """
 
 from __future__ import annotations
@@ -39,13 +40,19 @@ BIRTH = "birth"
 AVAILABILITY = "availability"
 REPLY = "reply"
 AUTHORIZE = "authorize"
+NOTIFICATION = "notification"
+CDR = "cdr"
+STATUS = "status"
 
 
 def subscriptions(share_group: str | None = None) -> list[tuple[str, str]]:
     """[(topic filter, kind)] in subscribe order; work topics prefixed `$share/<group>/`."""
     every = [(C.birth_topic("+"), BIRTH), (C.availability_topic("+"), AVAILABILITY),
              (C.up_topic("+", C.UP_REPLY), REPLY)]
-    work = [(C.up_topic("+", C.UP_AUTHORIZE), AUTHORIZE)]
+    work = [(C.up_topic("+", C.UP_AUTHORIZE), AUTHORIZE),
+            (C.up_topic("+", C.UP_NOTIFICATION), NOTIFICATION),
+            (C.up_topic("+", C.UP_CDR), CDR),
+            (C.status_topic("+", "+"), STATUS)]
     if share_group:
         work = [("$share/{}/{}".format(share_group, f), k) for f, k in work]
     return every + work
@@ -65,6 +72,12 @@ def classify(topic: str) -> tuple[str, str] | None:
         return REPLY, cp
     if topic == C.up_topic(cp, C.UP_AUTHORIZE):
         return AUTHORIZE, cp
+    if topic == C.up_topic(cp, C.UP_NOTIFICATION):
+        return NOTIFICATION, cp
+    if topic == C.up_topic(cp, C.UP_CDR):
+        return CDR, cp
+    if len(parts) == 4 and parts[2] == "status" and parts[3]:
+        return STATUS, cp
     return None
 
 
