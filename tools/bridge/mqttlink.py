@@ -10,6 +10,11 @@ Subscriptions (topics spelled by firmware.contract only). Two groups:
   reply goes to whoever sent the command; command ids name the instance, others ignore it);
 - work that ONE instance should do: up/authorize. `share_group` (issue 13) subscribes these as
   `$share/<group>/...`, so the broker hands each request to one instance only.
+An instance that dies takes with it only what the broker had already handed to it (clean
+session: nothing is queued for it afterwards; the rest of the group gets everything new): an
+authorize request in flight there goes unanswered and the charge point's deadline applies its
+offline policy; a durable message stays unacknowledged in the charge point's outbox and is
+published again after RESEND_MS (firmware/uplink.py). tests/test_bridge_multi.py shows it.
 Durable messages (up/notification, up/cdr, status/<n>) are work too: one instance handles
 each (tools/bridge/durable.py) and acknowledges it on down/ack once Hubject or the operator's
 CDR store has it. Retained statuses reach every member of a share group (Mosquitto).
