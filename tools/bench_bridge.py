@@ -1,7 +1,7 @@
 """Benchmark the OICP bridge under load (issue 13, Measure): prints figures, asserts nothing.
 
     python -m tools.bench_bridge [--cps 1000] [--rates 250,500,1000,1500] [--duration 10]
-        [--instances 1,2] [--cdr-rate 200] [--profile FILE]
+        [--instances 1,2] [--cdr-rate 500] [--profile PREFIX]
 
 On loopback, each its own process: Mosquitto configured from tools/mosquitto (shipped ACL,
 a password per charge point; the embedded amqtt broker, anonymous, when Mosquitto is missing:
@@ -26,8 +26,8 @@ A rate "breaks" when added p99 > 20 ms, or fewer than 95 % of the target were an
 window, or any request went unanswered.
 
 CDRs per second with 10 % of Hubject's answers failing: only when the bridge forwards CDRs
-(tools/bridge/durable.py exists); else "n/a". `--profile FILE` runs the (first) bridge under
-cProfile at the last rate and prints its top functions.
+(tools/bridge/durable.py committed); else "n/a". `--profile PREFIX` runs the single bridge and
+the Hubject simulator under a CPU-time cProfile and prints their top functions.
 
 Units: seconds, milliseconds where named `_ms`, rates per second.
 """
@@ -59,7 +59,37 @@ BUDGET_PER_MIN = 1_200_000  # 20 000/s per operation: far above any rate tried h
 START_TIMEOUT_S = 30.0
 ADDED_P99_GOAL_MS = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DURABLE = REPO / "tools" / "bridge" / "durable.py"
+DURABLE = "tools/bridge/durable.py"
+# `python -c PROFILED OUT MODULE ARGS...`: run MODULE as __main__ under cProfile counting CPU
+# time (time.process_time), not wall time: on 2 shared cores a wall-clock profile charges
+# the time a process sat preempted to whatever call it was in (a socket send that woke the
+# broker, typically). The stats are written when the module exits (SIGTERM ends both the
+# bridge and the simulator normally).
+PROFILED = ("import cProfile, runpy, sys, time\n"
+            "out, mod = sys.argv[1], sys.argv[2]\n"
+            "sys.argv = [mod] + sys.argv[3:]\n"
+            "prof = cProfile.Profile(time.process_time)\n"
+            "prof.enable()\n"
+            "try:\n"
+            "    runpy.run_module(mod, run_name='__main__', alter_sys=True)\n"
+            "finally:\n"
+            "    prof.disable()\n"
+            "    prof.dump_stats(out)\n")
+
+
+def python_argv(module: str, profile: str | None = None) -> list[str]:
+    """The command line running `python -m module`, under the CPU-time profiler when
+    `profile` names the stats file."""
+    if profile:
+        return [sys.executable, "-c", PROFILED, profile, module]
+    return [sys.executable, "-m", module]
+
+
+def durable_committed() -> bool:
+    """True once tools/bridge/durable.py (CDR forwarding) is in the git history."""
+    done = subprocess.run(["git", "log", "--oneline", "-1", "--", DURABLE], cwd=REPO,
+                          capture_output=True, text=True, timeout=30, check=False)
+    return bool(done.stdout.strip())
 
 
 def raise_nofile(need: int) -> tuple[int, int]:
@@ -149,8 +179,10 @@ class Bench:
     """Broker + Hubject simulator + load generator; bridges come and go (`start_bridges`).
     Use as `with Bench(folder, cps) as b:` then `await b.gen.connect()` in a loop."""
 
-    def __init__(self, folder: Path, cps: int = 1000, ttl_ms: int = 10000):
+    def __init__(self, folder: Path, cps: int = 1000, ttl_ms: int = 10000,
+                 profile_hubject: str | None = None):
         self.folder = Path(folder)
+        self.profile_hubject = profile_hubject
         self.cps = cps
         self.ttl_ms = ttl_ms
         self.stack = ExitStack()
@@ -189,8 +221,8 @@ class Bench:
         self.gen.host, self.gen.port = self.broker.host, self.broker.port
         chain, key = self.pki["hubject_server"]
         self.hub_log = self.folder / "hubject-calls.jsonl"
-        self.hubject = Proc("hubject", [
-            sys.executable, "-m", "host_sim.hubject", "--listen", "127.0.0.1:0",
+        self.hubject = Proc("hubject", python_argv("host_sim.hubject", self.profile_hubject) + [
+            "--listen", "127.0.0.1:0",
             "--tls-cert", chain, "--tls-key", key, "--client-ca", self.pki["ca"],
             "--log", str(self.hub_log)], self.folder)
         self.stack.callback(self.hubject.stop)
@@ -223,11 +255,8 @@ class Bench:
         readies = []
         for i in range(n):
             name = "bridge{}-{}".format(n, i + 1)
-            runner = [sys.executable]
-            if profile and i == 0:
-                runner += ["-m", "cProfile", "-o", profile]
-            p = Proc(name, runner + ["-m", "tools.bridge", *self.bridge_argv(name, group)],
-                     self.folder)
+            argv = python_argv("tools.bridge", profile if i == 0 else None)
+            p = Proc(name, argv + self.bridge_argv(name, group), self.folder)
             self.bridges.append(p)
             readies.append(p.wait_json(lambda r: r.get("event") == "ready"))
         return readies
@@ -257,7 +286,9 @@ class Bench:
         """One step: the load at `rate`, its figures (see the module docstring)."""
         offsets = [p.size() for p in self.bridges]
         cpu0 = self.cpu()
+        t0 = time.monotonic()
         step = await self.gen.run(rate, duration_s, **kw)
+        wall = time.monotonic() - t0
         cpu1 = self.cpu()
         await asyncio.sleep(0.2)  # the last log lines
         lines = []
@@ -268,13 +299,14 @@ class Bench:
             per_instance.append(len(mine))
             lines += mine
         return figures(step, lines, per_instance,
-                       {k: cpu1[k] - cpu0[k] for k in cpu0})
+                       {k: cpu1[k] - cpu0[k] for k in cpu0}, wall)
 
 
 def figures(step: StepResult, lines: list[dict], per_instance: list[int],
-            cpu: dict[str, float]) -> dict:
+            cpu: dict[str, float], wall_s: float | None = None) -> dict:
     """The printed figures of one step from the load generator's result and the bridge's log
-    lines for it (latencies ms, CPU s per 1000 requests)."""
+    lines for it (latencies ms, CPU s per 1000 requests, cores busy over `wall_s`: the
+    sending window and the drain)."""
     bridge_ms = sorted(r["bridge_ms"] for r in lines if isinstance(r.get("bridge_ms"),
                                                                    (int, float)))
     wire_ms = sorted(r["latency_ms"] for r in lines if isinstance(r.get("latency_ms"),
@@ -296,7 +328,7 @@ def figures(step: StepResult, lines: list[dict], per_instance: list[int],
         "bridge_p50": percentile(bridge_ms, 50), "bridge_p99": percentile(bridge_ms, 99),
         "hubject_p50": percentile(wire_ms, 50), "hubject_p99": percentile(wire_ms, 99),
         "cpu_per_1000": {k: round(v * per_k, 3) for k, v in cpu.items()},
-        "cpu_share": {k: round(v / step.duration_s, 2) for k, v in cpu.items()},
+        "cpu_share": {k: round(v / (wall_s or step.duration_s), 2) for k, v in cpu.items()},
     }
     out["broken"] = breaks(out)
     return out
@@ -366,8 +398,58 @@ async def ramp(bench: Bench, instances: int, rates: list[float], duration_s: flo
     return results
 
 
-def print_profile(path: str, top: int = 25) -> None:
-    print("\ncProfile of bridge instance 1 (whole run; tottime = the function's own time):")
+async def cdr_phase(bench: Bench, instances: int, cdr_rate: float, duration_s: float,
+                    fail_every: int = 10) -> dict:
+    """CDRs at `cdr_rate`/s for `duration_s` through `instances` bridges, one Hubject CDR
+    answer in `fail_every` an HTTP 500 (POST /faults before every `fail_every`-th CDR; the
+    bridge retries those with back-off). Sessions first: authorize requests at 300/s give the
+    Hubject SessionIDs the CDRs name. Prints CDRs acknowledged per second (first CDR sent ->
+    last down/ack), ack latency, the bridge CPU per 1000 CDRs and the fault share Hubject saw."""
+    bench.start_bridges(instances)
+    bench.reset_hubject()
+    bench.gen.sessions.clear()
+    need = int(cdr_rate * duration_s) + 1
+    await bench.measure(300, need / 300 + 0.5)
+    loop = asyncio.get_running_loop()
+    faults = bench.control + "/faults"
+
+    def inject(n: int) -> None:
+        if n % fail_every == fail_every - 1:
+            loop.run_in_executor(None, _post, faults, {
+                "operation": "ChargeDetailRecord", "mode": "http_500", "count": 1})
+
+    cpu0 = bench.cpu()
+    step = await bench.gen.run(0, duration_s, cdr_rate=cdr_rate, on_cdr=inject,
+                               drain_s=60.0)
+    cpu1 = bench.cpu()
+    calls = [c for c in _get(bench.control + "/calls?since=0")["calls"]
+             if c.get("operation") == "ChargeDetailRecord"]
+    failed = sum(1 for c in calls if c.get("fault"))
+    bench.stop_bridges()
+    per_k = 1000.0 / step.cdr_acked if step.cdr_acked else 0.0
+    f = {"instances": instances, "target": cdr_rate, "sent": step.cdr_sent,
+         "acked": step.cdr_acked, "window_s": round(step.cdr_window_s, 2),
+         "per_s": round(step.cdr_acked / step.cdr_window_s, 1) if step.cdr_window_s else 0.0,
+         "in_window_per_s": round(step.cdr_acked_in_window / duration_s, 1),
+         "ack_p50": percentile(step.cdr_ack_latencies_ms, 50),
+         "ack_p99": percentile(step.cdr_ack_latencies_ms, 99),
+         "hubject_calls": len(calls), "hubject_failed": failed,
+         "bridge_cpu_per_1000": round((cpu1["bridge"] - cpu0["bridge"]) * per_k, 2),
+         "hubject_cpu_per_1000": round((cpu1["hubject"] - cpu0["hubject"]) * per_k, 2)}
+    print("  CDRs, {} instance{}: target {:.0f}/s, sent {} acked {} ({}/s while sending; all "
+          "in {} s = {}/s, the retries' back-off included); ack p50/p99 {}/{} ms; Hubject CDR "
+          "calls {} of which failed {} ({:.1f} %); CPU s/1000 CDRs: bridge {} hubject {}".format(
+              instances, "s" if instances > 1 else "", cdr_rate, f["sent"], f["acked"],
+              f["in_window_per_s"], f["window_s"], f["per_s"], _ms(f["ack_p50"]),
+              _ms(f["ack_p99"]),
+              f["hubject_calls"], failed, 100.0 * failed / len(calls) if calls else 0.0,
+              f["bridge_cpu_per_1000"], f["hubject_cpu_per_1000"]), flush=True)
+    return f
+
+
+def print_profile(what: str, path: str, top: int = 30) -> None:
+    print("\nCPU-time profile of {} (whole run; tottime = the function's own CPU time):".format(
+        what))
     stats = pstats.Stats(path)
     stats.sort_stats("tottime").print_stats(top)
 
@@ -376,7 +458,10 @@ async def run(args) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     instance_counts = [int(n) for n in args.instances.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    with Bench(folder, args.cps, args.ttl_ms) as bench:
+    prof_bridge = prof_hub = None
+    if args.profile:
+        prof_bridge, prof_hub = args.profile + ".bridge", args.profile + ".hubject"
+    with Bench(folder, args.cps, args.ttl_ms, prof_hub) as bench:
         print("bench_bridge: {} charge points; broker: {}".format(args.cps, bench.broker_kind))
         print("fd limit (soft, hard): {}; bridge budgets raised to {}/min per operation "
               "(Hubject's AUP: AuthorizeStart 200/min)".format(bench.nofile, BUDGET_PER_MIN))
@@ -387,19 +472,24 @@ async def run(args) -> int:
               "ttl_ms {}".format(len(bench.gen.conns), took, args.duration, args.ttl_ms),
               flush=True)
         for n in instance_counts:
-            await ramp(bench, n, rates, args.duration, args.profile if n == 1 else None)
-            if args.profile and n == 1:
-                print_profile(args.profile)
+            await ramp(bench, n, rates, args.duration, prof_bridge if n == 1 else None)
+            if prof_bridge and n == 1:
+                print_profile("bridge instance 1", prof_bridge)
         print()
-        if DURABLE.exists():
-            print("CDRs: tools/bridge/durable.py exists but this bench does not drive it yet")
+        if durable_committed():
+            print("CDRs/s with 10 % of Hubject's CDR answers failing (HTTP 500, retried by the "
+                  "bridge with back-off):")
+            for n in instance_counts:
+                await cdr_phase(bench, n, args.cdr_rate, args.duration)
         else:
             print("CDRs/s with 10 % Hubject failures: n/a: CDR forwarding not in this bridge "
-                  "yet (no tools/bridge/durable.py)")
+                  "yet (no commit of tools/bridge/durable.py)")
         lost = bench.gen.lost_connections()
         if lost:
             print("WARNING: {} charge point connections were lost".format(lost))
         await bench.gen.close()
+    if prof_hub:
+        print_profile("the Hubject simulator", prof_hub)
     print("files: {}".format(folder))
     return 0
 
@@ -411,8 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="250,500,1000,1500", help="target rates, per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
     p.add_argument("--instances", default="1,2", help="bridge instance counts to run")
+    p.add_argument("--cdr-rate", type=float, default=500.0, help="CDRs per second offered")
     p.add_argument("--ttl-ms", type=int, default=10000, help="each request's ttl_ms")
-    p.add_argument("--profile", metavar="FILE", help="cProfile the single bridge into FILE")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="CPU-time profiles of the single bridge and the Hubject simulator into "
+                        "PREFIX.bridge and PREFIX.hubject, printed at the end")
     args = p.parse_args(argv)
     return asyncio.run(run(args))
 

@@ -243,8 +243,9 @@ class StepResult:
     session_latency_ms: dict[str, float] = field(default_factory=dict)  # SessionID -> e2e
     cdr_sent: int = 0
     cdr_acked: int = 0
+    cdr_acked_in_window: int = 0
     cdr_ack_latencies_ms: list[float] = field(default_factory=list)
-    cdr_window_s: float = 0.0  # first CDR sent -> last ack
+    cdr_window_s: float = 0.0  # first CDR sent -> last ack, seconds
 
     @property
     def achieved_rate(self) -> float:
@@ -385,6 +386,8 @@ class LoadGen:
                 sent = self.cdr_pending.pop(mid, None)
                 if sent is not None:
                     step.cdr_acked += 1
+                    if now <= self.window_end:
+                        step.cdr_acked_in_window += 1
                     step.cdr_ack_latencies_ms.append((now - sent) * 1000)
         else:
             self.other_down += 1
