@@ -150,8 +150,8 @@ def test_admin_listen_is_loopback_only(tmp_path):
 
 
 # -- the bridge as a process ---------------------------------------------------------------------
-def _get_status(url: str) -> dict:
-    with urllib.request.urlopen(url + "/status", timeout=TIMEOUT) as r:
+def _get_status(url: str, query: str = "") -> dict:
+    with urllib.request.urlopen(url + "/status" + query, timeout=TIMEOUT) as r:
         return json.loads(r.read())
 
 
@@ -210,6 +210,13 @@ def test_status_endpoint_and_command(broker, pki, hubject):  # noqa: F811
         assert table[CP][1] == ONLINE and table[CP][2].startswith("<=")
         assert table["CP-B"][1] == OFFLINE and not table["CP-B"][2].startswith("<=")
         assert table[CP][5] == "?"  # outbox depth: the contract does not report it
+        proc = subprocess.run([sys.executable, "-m", "tools.bridge", "status", "--url", admin,
+                               "--state", OFFLINE, "--json"],
+                              cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert [r["cp_id"] for r in json.loads(proc.stdout)["charge_points"]] == ["CP-B"]
+        only = _get_status(admin, "?cp=" + CP)
+        assert [r["cp_id"] for r in only["charge_points"]] == [CP]
+        assert only["totals"]["online"] >= 1 and only["totals"]["offline"] >= 1
         # an instance that does not answer: reported, exit status 1, the others still shown
         proc = subprocess.run([sys.executable, "-m", "tools.bridge", "status", "--url", admin,
                                "--url", "http://127.0.0.1:1", "--json"],
