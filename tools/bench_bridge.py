@@ -1,7 +1,7 @@
 """Benchmark the OICP bridge under load (issue 13, Measure): prints figures, asserts nothing.
 
     python -m tools.bench_bridge [--cps 1000] [--rates 250,500,1000,1500] [--duration 10]
-        [--instances 1,2] [--cdr-rate 500] [--profile PREFIX]
+        [--instances 1,2] [--cdr-rate 500] [--hubject-latency-ms 0] [--profile PREFIX]
 
 On loopback, each its own process: Mosquitto configured from tools/mosquitto (shipped ACL,
 a password per charge point; the embedded amqtt broker, anonymous, when Mosquitto is missing:
@@ -229,6 +229,13 @@ class Bench:
         ready = self.hubject.wait_json(lambda r: r.get("event") == "ready")
         self.hub_url, self.control = ready["listen"], ready["control"]
         _post(self.control + "/cards", {"cards": self.gen.cards()})
+        self.hubject_latency_ms = 0
+
+    def set_hubject_latency(self, ms: int) -> None:
+        """Hubject answers after `ms` (the simulator's POST /latency; a reset clears it)."""
+        self.hubject_latency_ms = ms
+        if ms:
+            _post(self.control + "/latency", {"ms": ms})
 
     def bridge_argv(self, instance: str, share_group: str | None) -> list[str]:
         chain, key = self.pki["cpo_client"]
@@ -281,6 +288,7 @@ class Bench:
     def reset_hubject(self) -> None:
         """Forget calls and sessions: the simulator keeps every call in memory otherwise."""
         _post(self.control + "/reset", {"sessions": True})
+        self.set_hubject_latency(self.hubject_latency_ms)
 
     async def measure(self, rate: float, duration_s: float, **kw) -> dict:
         """One step: the load at `rate`, its figures (see the module docstring)."""
@@ -467,6 +475,10 @@ async def run(args) -> int:
               "(Hubject's AUP: AuthorizeStart 200/min)".format(bench.nofile, BUDGET_PER_MIN))
         print("machine: {} cores, load average {} at start (shared with other work)".format(
             os.cpu_count(), " ".join("{:.2f}".format(x) for x in os.getloadavg())))
+        if args.hubject_latency_ms:
+            bench.set_hubject_latency(args.hubject_latency_ms)
+            print("Hubject simulator answers after {} ms (POST /latency): a real Hubject's "
+                  "round trip".format(args.hubject_latency_ms))
         took = await bench.gen.connect()
         print("{} charge points connected, born and subscribed in {:.1f} s; {} s per rate, "
               "ttl_ms {}".format(len(bench.gen.conns), took, args.duration, args.ttl_ms),
@@ -476,7 +488,9 @@ async def run(args) -> int:
             if prof_bridge and n == 1:
                 print_profile("bridge instance 1", prof_bridge)
         print()
-        if durable_committed():
+        if not args.cdr_rate:
+            print("CDRs: not measured (--cdr-rate 0)")
+        elif durable_committed():
             print("CDRs/s with 10 % of Hubject's CDR answers failing (HTTP 500, retried by the "
                   "bridge with back-off):")
             for n in instance_counts:
@@ -502,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
     p.add_argument("--instances", default="1,2", help="bridge instance counts to run")
     p.add_argument("--cdr-rate", type=float, default=500.0, help="CDRs per second offered")
+    p.add_argument("--hubject-latency-ms", type=int, default=0,
+                   help="the simulator's answer delay, ms (default 0: at once)")
     p.add_argument("--ttl-ms", type=int, default=10000, help="each request's ttl_ms")
     p.add_argument("--profile", metavar="PREFIX",
                    help="CPU-time profiles of the single bridge and the Hubject simulator into "
