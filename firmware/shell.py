@@ -36,6 +36,10 @@ PP_EVERY_MS = 500  # the cable rating cannot change while plugged; a slow look s
 # AuthCache entries carry a ticks stamp: an entry older than the ESP32's 2**30 ms tick period
 # would look fresh again, so expired ones are purged well within half of it.
 PURGE_EVERY_MS = 3600000
+# A reader or meter port that failed (OSError: a USB-serial adapter unplugged) is tried again
+# after these back-offs, doubling (ms); the control loop never waits for it
+PORT_RETRY_MIN_MS = 500
+PORT_RETRY_MAX_MS = 8000
 
 
 def emit(ev, **fields):
@@ -83,6 +87,8 @@ class Shell:
         self.heap_base = 0
         self.heap_peak = 0
         self.gap_max_ms = 0  # longest time between two control-loop passes (app.run measures)
+        # "reader"/"meter" -> [next try tick, back-off ms] while that port is down
+        self.ports_down = {}
         self.running = True
 
     # -- boot --------------------------------------------------------------------------
@@ -180,7 +186,12 @@ class Shell:
                             "released" if ev[0] == "open" else "closed", ev[1]))
                 out("mirror", evse=i + 1, state=ev[0])
                 self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
-        ev = None if b.reader is None else b.reader.poll(now)  # reader type "none"
+        ev = None
+        if b.reader is not None and self._port_up("reader", now):  # reader type "none"
+            try:
+                ev = b.reader.poll(now)
+            except OSError as e:  # the port vanished: a reader failure, charging goes on
+                self._port_failed("reader", e, now)
         if ev is not None:
             kind, data = ev
             if kind == "tap":
@@ -189,15 +200,25 @@ class Shell:
                 self.feed(E.EV_CARD, 0, uid, now)
             elif kind == "gone":
                 self.feed(E.EV_CARD_GONE, 0, None, now)
-            elif kind == "unusable":
-                out("error", kind="reader", message="random UID {} is not a card id".format(data))
+            elif kind == "unusable":  # the reasons of hal.pn532.why_unusable (not imported)
+                out("error", kind="reader", message="card {} unusable: {}".format(data, (
+                    "random UID (a phone or an emulated card)"
+                    if len(data) == 8 and data.startswith("08")
+                    else "a {}-byte UID has no OICP form (4, 7 or 10 bytes)".format(
+                        len(data) // 2))))
             elif kind == "failed":
                 self.feed(E.EV_READER, 0, "failed", now)
                 out("error", kind="reader", message="reader failed: {}".format(data))
             elif kind == "ok":
+                self._port_works("reader")
                 self.feed(E.EV_READER, 0, "ok", now)
         if b.bus is not None:  # Modbus meters share one bus: the SharedBus takes turns
-            ev = b.bus.poll(now)
+            ev = None
+            if self._port_up("meter", now):
+                try:
+                    ev = b.bus.poll(now)
+                except OSError as e:  # the bus's port vanished: every meter on it failed
+                    self._port_failed("meter", e, now)
             if ev is not None:
                 self._on_meter(ev[0], ev[1], now)
         else:
@@ -240,10 +261,57 @@ class Shell:
             gc.collect()
             self.heap_peak = max(self.heap_peak, mem_alloc())
 
+    def _port_failed(self, which, err, now):
+        """The reader's or the meter bus's port raised OSError: report it once, tell the core
+        (reader failed / meter fault: the configured meter_failure policy applies), restart
+        the driver and try to reopen the port with back-off (`_port_up`)."""
+        b = self.board
+        down = self.ports_down.get(which)
+        if down is not None:  # reopened, failed again before it ever worked: said already
+            down[1] = min(down[1] * 2, PORT_RETRY_MAX_MS)
+            down[0] = ticks_add(now, down[1])
+            return
+        self.ports_down[which] = [ticks_add(now, PORT_RETRY_MIN_MS), PORT_RETRY_MIN_MS]
+        self.out("error", kind=which, message="{} port failed: {}; reopening".format(which, err))
+        if which == "reader":
+            b.reader.restart(now)
+            self.feed(E.EV_READER, 0, "failed", now)
+            return
+        b.bus.restart()
+        for i in range(len(b.meters)):
+            if not self.meter_failed[i]:
+                self.meter_failed[i] = True
+                self.feed(E.EV_METER_FAULT, i + 1, "meter port failed: {}".format(err), now)
+
+    def _port_up(self, which, now):
+        """True if the port of `which` may be polled: it never failed, it was reopened (on
+        trial until its driver reports something good: `_port_works`), or it is due for a new
+        try and the board reopened it (or cannot reopen ports: the old one is polled again)."""
+        down = self.ports_down.get(which)
+        if down is None or down[0] is None:
+            return True
+        if ticks_diff(now, down[0]) < 0:
+            return False
+        try:
+            self.board.reopen(which)
+        except OSError:
+            down[1] = min(down[1] * 2, PORT_RETRY_MAX_MS)
+            down[0] = ticks_add(now, down[1])
+            return False
+        down[0] = None
+        return True
+
+    def _port_works(self, which):
+        """The driver on a reopened port reported a valid answer: the port is up again."""
+        if which in self.ports_down:
+            del self.ports_down[which]
+            self.out("port", which=which, state="up")  # its failure was an error event
+
     def _on_meter(self, i, ev, now):
         """A reading, or an error; the fault is fed once when the driver declares the meter
         failed (after its own count of consecutive errors) and cleared by the next reading."""
         if ev[0] == "reading":
+            self._port_works("meter")
             if self.meter_failed[i]:
                 self.meter_failed[i] = False
                 self.feed(E.EV_METER_OK, i + 1, None, now)

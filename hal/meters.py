@@ -162,6 +162,11 @@ class Meter:
             return ("reading", values)
         return self._error(event[1])
 
+    def abort(self):
+        """Drop the cycle in progress (its bus was restarted); the next poll starts a new one."""
+        self._values = None
+        self._next = None
+
     def _error(self, exc):
         """Drop the partial cycle: a reading never mixes values from two cycles."""
         self._values = None

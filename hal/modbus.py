@@ -248,6 +248,12 @@ class ModbusMaster:
             return self._finish(now, -1, 0)
         return None
 
+    def abort(self):
+        """Forget the request in flight and any buffered bytes (its port failed); no event."""
+        self._receiving = self.busy = False
+        self._n = 0
+        self._last_activity = None
+
     # -- internals -------------------------------------------------------------------------
     def _echo(self, n):
         """8 if the n buffered bytes begin with the echo of our own request (counted), else 0."""

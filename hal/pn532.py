@@ -13,7 +13,8 @@ wake-up, with exponential back-off while the reader keeps failing.
 
 Events (at most one per poll): ("tap", (uid_hex, nbytes)) when a card enters the field,
 ("gone", uid_hex) after `gone_after` consecutive empty polls, ("unusable", uid_hex) for a random
-UID (4 bytes starting 0x08: phones, emulated cards) once per presence, ("failed", reason) when no
+UID (4 bytes starting 0x08: phones, emulated cards) or one that is not 4, 7 or 10 bytes long, once
+per presence (`why_unusable` says which), ("failed", reason) when no
 valid answer came for `fail_after_ms`, ("ok", None) on the first valid answer after that.
 A card held across a reader failure is not reported twice: presence survives the failure.
 """
@@ -36,11 +37,22 @@ IN_LIST_PASSIVE_TARGET = build_frame(b"\x4a\x01\x00")  # MaxTg 1, BrTy 106 kbps 
 IN_RELEASE = build_frame(b"\x52\x00")  # Tg 0 = all targets
 
 
+class UnusableUid(ValueError):
+    """A well-formed listing of a card whose UID has no OICP form: not 4, 7 or 10 bytes (a
+    5-byte UID, say). `uid` holds its bytes: the card is there, it just cannot be used."""
+
+    def __init__(self, uid):
+        super().__init__("UID of %d bytes: OICP takes 4, 7 or 10" % len(uid))
+        self.uid = uid
+
+
 def parse_target(payload):
     """InListPassiveTarget reply `D5 4B NbTg [Tg SENS_RES(2) SEL_RES len NFCID ...]`.
 
     Returns None for no card, the UID bytes for a card, or raises ValueError for a reply that
-    is malformed or whose UID length is not 4, 7 or 10 (OICP accepts only those).
+    is malformed, UnusableUid (a ValueError) for a complete UID whose length is not 4, 7 or 10
+    (OICP accepts only those; ISO 14443-3 UIDs are 4, 7 or 10 bytes, so it is a non-standard
+    card or reader).
     """
     n = len(payload)
     if n < 3:
@@ -48,11 +60,20 @@ def parse_target(payload):
     if payload[2] == 0:
         return None
     uid_len = payload[7] if n >= 8 else 0
-    if uid_len not in (4, 7, 10):
-        raise ValueError("UID length")
     if n < 8 + uid_len:
         raise ValueError("short UID")
+    if uid_len not in (4, 7, 10):
+        if 0 < uid_len <= 10:
+            raise UnusableUid(bytes(payload[8 : 8 + uid_len]))
+        raise ValueError("UID length")
     return payload[8 : 8 + uid_len]
+
+
+def why_unusable(uid_hex):
+    """The reason an ("unusable", uid_hex) event's UID cannot be used, for a message."""
+    if len(uid_hex) == 8 and uid_hex.startswith("08"):
+        return "random UID (a phone or an emulated card): drawn anew at every tap"
+    return "a %d-byte UID has no OICP form (4, 7 or 10 bytes)" % (len(uid_hex) // 2)
 
 
 # Driver phases, in the order of the start-up sequence; each sends one command.
@@ -159,6 +180,19 @@ class PN532:
             return ("failed", self._reason)
         return None
 
+    def restart(self, now, reason="port failed"):
+        """Its port failed and was (or will be) opened again: start over from the wake-up and
+        count as failed (the shell has reported the failure), so the first valid answer on the
+        new port reports ("ok", None). A card in the field stays present."""
+        self.parser.reset()
+        self._busy = False
+        self._phase = _WAKE
+        self._due = now
+        self._fails = 0
+        self._trouble_since = now
+        self._reason = reason
+        self.failed = True
+
     # -- receiving --------------------------------------------------------------------------
     def _on_frame(self, kind, payload, now):
         if not self._busy:
@@ -198,6 +232,8 @@ class PN532:
                 self.polls += 1
                 try:
                     uid = parse_target(payload)
+                except UnusableUid as e:
+                    uid = e.uid  # a card, reported "unusable" by _card
                 except ValueError:
                     self.bad_replies += 1
                     uid = False
@@ -228,6 +264,7 @@ class PN532:
         self._empty = 0
         # ISO 14443-3: a 4-byte UID starting 0x08 is drawn anew at each activation.
         random = len(uid) == 4 and uid[0] == 0x08
+        unusable = random or len(uid) not in (4, 7, 10)
         if self._present is not None:
             if random and self._present_random:
                 return None  # the same phone, with a new random UID each activation
@@ -239,7 +276,7 @@ class PN532:
         self._present = bytes(uid)
         self._present_random = random
         uid_hex = self._present.hex().upper()
-        if random:
+        if unusable:  # once per presence; why_unusable(uid_hex) says why
             return ("unusable", uid_hex)
         self.present = uid_hex
         return ("tap", (uid_hex, len(uid)))

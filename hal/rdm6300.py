@@ -18,9 +18,13 @@ continuous module that is the card leaving; with a standard module "gone" follow
 300 ms even if the card is still held, and the card cannot tap again until it is presented
 anew — either way one tap per presentation.
 
-The module cannot be polled, so silence is "no card", never a failure; a stream of bytes that
-never forms a valid frame (wrong baud rate, noise) is: ("failed", "garbage") after
-`fail_after_garbage` such bytes, ("ok", None) at the next valid frame.
+The module cannot be polled, so silence is "no card"; a stream of bytes that never forms a
+valid frame (wrong baud rate, noise) is a failure: ("failed", "garbage") after
+`fail_after_garbage` such bytes, ("ok", None) at the next valid frame. Silence since start is
+reported once, though: no valid frame within `silent_after_ms` of the first poll (or of a
+`restart`) gives ("failed", "no valid frame ...") -- nothing attached, or a reader of another
+protocol (a PN532 only speaks when spoken to); the first valid frame gives ("ok", None). After
+one valid frame, silence is only "no card" again.
 """
 
 from hal.compat import const, ticks_diff
@@ -66,10 +70,13 @@ def oicp_uid(uid_hex):
 
 
 class RDM6300:
-    def __init__(self, uart, removal_ms=300, fail_after_garbage=64):
-        if removal_ms <= 0 or fail_after_garbage <= 0:
-            raise ValueError("removal_ms and fail_after_garbage must be positive")
+    def __init__(self, uart, removal_ms=300, fail_after_garbage=64, silent_after_ms=60000):
+        if removal_ms <= 0 or fail_after_garbage <= 0 or silent_after_ms <= 0:
+            raise ValueError("removal_ms, fail_after_garbage and silent_after_ms must be "
+                             "positive")
         self.uart = uart
+        self.silent_after_ms = silent_after_ms
+        self._since = None  # tick of the first poll / restart while no valid frame came yet
         self.removal_ms = removal_ms
         self.fail_after_garbage = fail_after_garbage
         self._digits = bytearray(12)
@@ -94,12 +101,31 @@ class RDM6300:
     def present(self):
         return self._present
 
+    def restart(self, now, reason="port failed"):
+        """Its port failed and was (or will be) opened again: forget the partial frame, count
+        as failed (the shell reported it) until a valid frame, and wait for one afresh."""
+        self._idx = -1
+        self._rest = b""
+        self._pos = 0
+        self._junk_run = 0
+        self._failed = True
+        self._since = now
+
     def poll(self, now):
         if self._events:
             return self._events.pop(0)
+        if self._since is None and self.frames == 0:
+            self._since = now
         ev = self._receive(now)
         if ev is not None:
             return ev
+        since = self._since
+        if since is not None and ticks_diff(now, since) >= self.silent_after_ms:
+            self._since = None  # said once
+            if not self._failed:
+                self._failed = True
+                return ("failed", "no valid frame in %d s: nothing attached, or not an RDM6300"
+                        % (self.silent_after_ms // 1000))
         if self._present is not None and ticks_diff(now, self._last_seen) >= self.removal_ms:
             old, self._present = self._present, None
             return ("gone", old)
@@ -175,6 +201,7 @@ class RDM6300:
     def _on_frame(self, now):
         self.frames += 1
         self._junk_run = 0
+        self._since = None
         self._last_seen = now
         uid = "0000" + bytes(self._data[:5]).hex().upper()  # oicp_uid: the OICP form
         ev = None

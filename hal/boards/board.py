@@ -19,6 +19,14 @@ class SharedBus:
         self._owner = None
         self._next = 0
 
+    def restart(self):
+        """The bus's port failed (or was reopened): drop the request in flight and every
+        meter's partial cycle, so the next poll starts afresh on whatever port is there."""
+        self.master.abort()
+        for m in self.meters:
+            m.abort()
+        self._owner = None
+
     def poll(self, now):
         """-> None | (meter index, event)."""
         meters = self.meters
@@ -53,6 +61,28 @@ class Board:
         self.proximity = proximity  # None entries for tethered cables
         self.bus = bus  # SharedBus when the meters are Modbus, else None
         self.clock_offset_s = 0  # seconds to add to time.time(): see wall_clock
+        # "reader"/"meter" -> (port class, name, baud): how to open that port again (boards
+        # whose serial devices can vanish: a USB-serial adapter unplugged); see reopen
+        self.openers = {}
+        self.close_errors = 0  # ports that failed even to close (already gone)
+
+    def reopen(self, which):
+        """Open the port of `which` ("reader" or "meter") again after it failed and give it to
+        its driver. -> True if reopened, False if this board cannot reopen ports (the shell
+        then polls the old one again); raises OSError if the port is still not there."""
+        opener = self.openers.get(which)
+        if opener is None:
+            return False
+        drv = self.reader if which == "reader" else self.bus.master
+        old = drv.uart
+        if old is not None and hasattr(old, "close"):
+            try:
+                old.close()
+            except OSError:  # a vanished device may fail to close: it is gone either way
+                self.close_errors += 1
+        drv.uart = None
+        drv.uart = opener[0](opener[1], opener[2])  # OSError: still gone (uart stays None)
+        return True
 
     def wall_clock(self):
         """The board's wall clock: integer seconds since 1970-01-01 UTC. A board without a

@@ -97,6 +97,13 @@ def build_off_target(config, open_port, simio, reader=None, meter=None):
                        SimLine(sio, e, "pwm"), SimLine(sio, e, "cp"),
                        None if evses[e - 1]["cable"] == "tethered" else SimLine(sio, e, "pp")))
         board = wire(config, io, reader_uart, meter_uart)
+        # a serial device given by name can vanish (USB-serial unplugged): the board can open
+        # it again by that name (Board.reopen); an injected stream cannot be reopened
+        # (the port's class, not open_port: that lives in a boot-only module)
+        if reader_uart is not None and isinstance(reader, str):
+            board.openers["reader"] = (type(reader_uart), reader, config["reader"]["baud"])
+        if meter_uart is not None and isinstance(meter, str):
+            board.openers["meter"] = (type(meter_uart), meter, config["meter"]["baud"])
         import os
         import time
 
@@ -108,3 +115,4 @@ def build_off_target(config, open_port, simio, reader=None, meter=None):
             if s is not None and hasattr(s, "close"):
                 s.close()
         raise
+

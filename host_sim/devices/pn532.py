@@ -97,11 +97,13 @@ class Card:
 
     def __init__(self, uid, atqa=None, sak=None, ats=None, random_uid=False, since=0.0):
         uid = bytes(uid)
-        if len(uid) not in (4, 7, 10):
-            raise ValueError("UID must be 4, 7 or 10 bytes, got %d" % len(uid))
-        # Defaults by UID size (§1.7): Classic 1K, Ultralight/NTAG, triple-size.
-        default_atqa, default_sak = {4: (b"\x00\x04", 0x08), 7: (b"\x00\x44", 0x00),
-                                     10: (b"\x00\x84", 0x00)}[len(uid)]
+        if not 4 <= len(uid) <= 10:  # what the console's `tap` takes
+            raise ValueError("UID must be 4..10 bytes, got %d" % len(uid))
+        # Defaults by UID size (§1.7): Classic 1K, Ultralight/NTAG, triple-size; any other
+        # length (a non-standard card, e.g. 5 bytes) is listed as the 4-byte kind is, so the
+        # firmware meets a UID it cannot use (issue 16 item 4)
+        default_atqa, default_sak = {7: (b"\x00\x44", 0x00),
+                                     10: (b"\x00\x84", 0x00)}.get(len(uid), (b"\x00\x04", 0x08))
         self.uid = uid
         self.atqa = bytes(atqa) if atqa is not None else default_atqa
         if len(self.atqa) != 2:
