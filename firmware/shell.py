@@ -15,7 +15,7 @@ import sys
 
 from firmware import events as E
 from firmware.controller import Controller
-from firmware.ids import new_session_id
+from firmware.ids import IdError, new_session_id, normalize_uid
 from firmware.session import KEY_PREFIX, Session, is_session_id, record_key
 from firmware.store import Outbox
 from firmware.timefmt import CLOCK_FLOOR_S
@@ -94,10 +94,18 @@ class Shell:
     # -- boot --------------------------------------------------------------------------
     def boot(self, now):
         """Wall clock, uplink state, local list, then whatever a power cut left open.
-        The persisted list (kept current by updates) wins over the provisioned file."""
+        The persisted list (kept current by updates) wins over the provisioned file.
+
+        Which rule applies where (issue 16 item 5): the list found on flash at boot keeps its
+        valid UIDs and drops the malformed ones, reported once in one error (the core then
+        persists the valid list, so the next boot finds nothing to report); an update over
+        the uplink is atomic instead -- one bad UID refuses it whole (firmware.remote), since
+        the backend can be told and send it again. A list file that is not JSON is moved aside
+        by the store and reported here."""
         store = self.store
         for problem in store.problems:
             self.out("error", kind="store", message=str(problem))
+        reported = len(store.problems)
         wall = self.board.wall_clock()
         if wall >= CLOCK_FLOOR_S:
             self.feed(E.EV_TIME, 0, wall, now)
@@ -109,12 +117,14 @@ class Shell:
         if data is None:
             data = store.get(self.cfg["local_list_file"].rsplit(".json", 1)[0])
         if isinstance(data, dict) and "version" in data and "uids" in data:
-            # the core validates it (an error action names what is wrong) and persists it
-            self.feed(E.EV_LOCAL_LIST, 0,
-                      {"full": True, "version": data["version"], "uids": data["uids"]}, now)
+            # the core validates the rest (an error action names what is wrong), persists it
+            self.feed(E.EV_LOCAL_LIST, 0, {"full": True, "version": data["version"],
+                                           "uids": self._valid_uids(data["uids"])}, now)
         elif data is not None:
             self.out("error", kind="local_list",
                      message="local list: must be an object with 'version' and 'uids'")
+        for problem in store.problems[reported:]:  # an unreadable list file, moved aside
+            self.out("error", kind="store", message=str(problem))
         for key in store.keys(KEY_PREFIX):
             self.restore(key, now)
         if self.uplink is not None:
@@ -123,6 +133,27 @@ class Shell:
         self.next_pp = now
         self.next_gc = now
         self.next_purge = ticks_add(now, PURGE_EVERY_MS)
+
+    def _valid_uids(self, uids):
+        """The UIDs of a list read from flash that are valid; the others are reported in one
+        error naming the first few (a list that is not a list goes to the core as it is: the
+        core refuses it whole, naming why)."""
+        if not isinstance(uids, list):
+            return uids
+        good = []
+        bad = []
+        for u in uids:
+            try:
+                normalize_uid(u)
+                good.append(u)
+            except IdError as e:
+                bad.append(str(e)[:120] if len(bad) < 3 else None)  # a huge entry: cut
+        if bad:
+            self.out("error", kind="local_list", message="local list on flash: {} of {} "
+                     "entries dropped, the valid {} kept: {}{}".format(
+                         len(bad), len(uids), len(good), "; ".join(b for b in bad[:3]),
+                         "; ..." if len(bad) > 3 else ""))
+        return good
 
     def restore(self, key, now):
         """Hand one session record left on flash to the core, once. A damaged record is kept
