@@ -14,7 +14,8 @@ Order and parallelism
 - EVSE status: one pusher per operator, never two pushes in flight (§7, §12.14), statuses of
   many EVSEs in one `update` push, a newer status of an EVSE replacing a waiting older one (the
   older id is acknowledged with it: superseded statuses collapsed). With --site, a status waits
-  until its EVSE's data is at Hubject (603 otherwise, §7).
+  until its EVSE's data is at Hubject (603 otherwise, §7); without --site no data and so no
+  status is pushed (statuses are acknowledged, one warning says so).
 - EVSE data (--site): one pusher, `fullLoad` of every born EVSE once at start, then `insert`,
   `update` or `delete` for what births change; a 009 or 603 makes the next round a fullLoad.
 - At most CONCURRENCY HTTP calls of this path at once, and each operation waits for its own
@@ -458,6 +459,7 @@ class StatusPusher:
         self.registry = registry
         self.pending: dict[str, tuple[dict, list[tuple[str, dict]]]] = {}
         self.wake = asyncio.Event()
+        self.warned = False
 
     def on_status(self, cp: str, msg: dict) -> None:
         try:
@@ -467,6 +469,13 @@ class StatusPusher:
         except oicp.Unusable as e:
             self.durable._spawn(self.durable._park_and_ack(cp, KIND_STATUS, msg, str(e),
                                                            M.PUSH_STATUS))
+            return
+        if self.data is None:  # no --site: no EVSE data, so no status either (603, §7)
+            if not self.warned:
+                self.warned = True
+                self.durable.log.emit("warning", message="no --site: EVSE data and statuses "
+                                      "are not pushed to Hubject (statuses acknowledged)")
+            self.durable._spawn(self.durable.ack(cp, [msg["id"]]))
             return
         old = self.pending.get(rec["EvseID"])
         self.pending[rec["EvseID"]] = (rec, (old[1] if old else []) + [(cp, msg)])
