@@ -73,6 +73,7 @@ class Controller(Cards, Remote):
         self.reader_ok = True
         self._requests = {}  # id -> (kind, evse index, uid, deadline or None, local id)
         self._windows = []  # remote-start RFID windows: [token, expiry, session_id, reusable]
+        self._started = []  # SessionIDs of the last MAX_STARTED accepted remote starts
         self._clock = None  # (ticks, epoch_s) from the last `time` event
         self._booted = False
         self._prefix = None

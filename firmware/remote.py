@@ -16,6 +16,7 @@ from hal.compat import ticks_add
 
 RESTORE_METER_WAIT_MS = 30000  # a restored session waits this long for a fresh meter reading
 MAX_WINDOWS = 4  # remote-start RFID windows remembered at once
+MAX_STARTED = 8  # SessionIDs of accepted remote starts remembered after their session ended
 
 
 class Remote:
@@ -49,10 +50,14 @@ class Remote:
         if ident_token(ident) is None or (evse_id is not None and not isinstance(evse_id, str)):
             self._reply(out, rid, False, S.DATA_ERROR)
             return
+        # a repeat -- of an open session (also one restored after a power cut) or of one of the
+        # last remote starts whose session ended meanwhile: the same answer, nothing new starts
+        repeat = sid in self._started
         for s in self.sessions:
-            if s is not None and s.session_id == sid:
-                self._reply(out, rid, True, S.SUCCESS, sid)  # a repeat: same answer
-                return
+            repeat = repeat or (s is not None and s.session_id == sid)
+        if repeat:
+            self._reply(out, rid, True, S.SUCCESS, sid)
+            return
         if evse_id is not None:
             if evse_id not in self.evse_ids:
                 self._reply(out, rid, False, S.UNKNOWN_EVSE, sid)
@@ -74,6 +79,9 @@ class Remote:
         provider = cmd.get("ProviderID") if isinstance(cmd.get("ProviderID"), str) else None
         s = self._accept(i, None, ident, "remote", sid, now, out, provider, evse_id is None)
         self._reply(out, rid, True, S.SUCCESS, sid)
+        self._started.append(sid)
+        if len(self._started) > MAX_STARTED:
+            self._started.pop(0)
         rfid = ident.get("RFIDMifareFamilyIdentification")
         if s is not None and isinstance(rfid, dict) and isinstance(rfid.get("UID"), str):
             window = self._cfg["remote_start_rfid_window_s"] * 1000

@@ -58,6 +58,10 @@ def test_remote_start_waits_for_plug_and_remote_stop():
     acts = r.idle(6000)  # the EV ignores PWM off: forced open after the grace time
     assert ("contactor", 1, False) in acts
     cdr = outbox(acts, "cdr")[0]
+    # Hubject repeats the RemoteStart after the session ended: the same answer, nothing new
+    again = r.step("remote_start", 0, dict(cmd, id="r2"))
+    assert of(again, "reply")[0]["StatusCode"]["Code"] == "000"
+    assert not of(again, "session_start") and r.c.sessions[0] is None
     assert cdr["SessionID"] == SID_1 and cdr["ConsumedEnergy"] == 5.0
     assert cdr["Identification"]["RemoteIdentification"]["EvcoID"] == "DE-8EO-CAet5e4XY-3"
     assert of(acts, "session_end", 1)[0]["reason"] == "Remote"
