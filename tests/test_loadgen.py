@@ -77,6 +77,7 @@ def test_small_run_every_request_answered_once(tmp_path):
     summary = json.dumps(f)
     assert f["sent"] == 100 and f["answered"] == 100, summary
     assert f["missing"] == 0 and f["duplicates"] == 0 and f["unknown"] == 0, summary
+    assert f["stale"] == 0, summary
     assert f["late"] == 0 and f["codes"] == {"000": 100}, summary
     assert f["log_lines"] == 100 and calls == 100, summary
     assert f["e2e_p50"] is not None and f["bridge_p99"] is not None

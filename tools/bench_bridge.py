@@ -285,6 +285,21 @@ class Bench:
         calls = _get(self.control + "/calls?since=0")["calls"]
         return sum(1 for c in calls if c.get("operation") == operation)
 
+    async def settle(self, quiet_s: float = 1.0, limit_s: float = 30.0) -> float:
+        """Wait until the bridges' logs have been quiet for `quiet_s` (a backlog left by an
+        overloaded step drained), at most `limit_s`; returns the seconds waited."""
+        t0 = time.monotonic()
+        last = [p.size() for p in self.bridges]
+        still = time.monotonic()
+        while time.monotonic() - t0 < limit_s:
+            await asyncio.sleep(0.25)
+            now = [p.size() for p in self.bridges]
+            if now != last:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= quiet_s:
+                break
+        return time.monotonic() - t0
+
     def reset_hubject(self) -> None:
         """Forget calls and sessions: the simulator keeps every call in memory otherwise."""
         _post(self.control + "/reset", {"sessions": True})
@@ -330,6 +345,7 @@ def figures(step: StepResult, lines: list[dict], per_instance: list[int],
         "target": step.target_rate, "sent": step.sent, "answered": step.answered,
         "achieved": round(step.achieved_rate, 1), "missing": step.missing,
         "duplicates": step.duplicates, "unknown": step.unknown, "late": step.late,
+        "stale": step.stale,
         "codes": step.codes, "log_lines": len(lines), "per_instance": per_instance,
         "e2e_p50": step.p(50), "e2e_p99": step.p(99),
         "added_p50": percentile(added, 50), "added_p99": percentile(added, 99),
@@ -349,7 +365,8 @@ def breaks(f: dict) -> str | None:
     if f["achieved"] < 0.95 * f["target"]:
         return "achieved {:.0f}/s < 95 % of {:.0f}/s".format(f["achieved"], f["target"])
     if f["added_p99"] is None or f["added_p99"] > ADDED_P99_GOAL_MS:
-        return "added p99 {} ms > {:.0f} ms".format(f["added_p99"], ADDED_P99_GOAL_MS)
+        return "added p99 {} ms > {:.0f} ms".format(_ms(f["added_p99"]).strip(),
+                                                     ADDED_P99_GOAL_MS)
     return None
 
 
@@ -372,6 +389,8 @@ def print_step(f: dict) -> None:
     extra = []
     if set(f["codes"]) - {"000"}:
         extra.append("codes {}".format(f["codes"]))
+    if f.get("stale"):
+        extra.append("{} answers to an earlier rate's requests".format(f["stale"]))
     if len(f["per_instance"]) > 1:
         extra.append("per instance {}".format(f["per_instance"]))
     if f["log_lines"] != f["answered"]:
@@ -391,6 +410,7 @@ async def ramp(bench: Bench, instances: int, rates: list[float], duration_s: flo
     await bench.measure(100, 2.0)  # warm-up: TLS connections to Hubject, caches
     results = []
     for rate in rates:
+        await bench.settle()
         bench.reset_hubject()
         f = await bench.measure(rate, duration_s)
         print_step(f)

@@ -234,7 +234,8 @@ class StepResult:
     sent: int = 0
     answered: int = 0  # distinct requests answered (each at most once)
     answered_in_window: int = 0
-    duplicates: int = 0  # a second answer for an id already answered
+    duplicates: int = 0  # a second answer for an id already answered in this run
+    stale: int = 0  # an answer to a request of an earlier run (after that run's drain)
     unknown: int = 0  # an answer for an id never sent
     missing: int = 0  # sent, no answer by the end of the drain
     late: int = 0  # answered after its ttl_ms
@@ -275,6 +276,7 @@ class LoadGen:
         self.boot = uuid.uuid4().hex[:8]
         self.seq = 0
         self.pending: dict[str, float] = {}  # request id -> monotonic send time
+        self.answered: set[str] = set()  # request ids answered in the current run
         self.cdr_pending: dict[str, float] = {}  # CDR id -> monotonic send time
         self.step: StepResult | None = None
         self.window_end = 0.0
@@ -360,13 +362,17 @@ class LoadGen:
         step = self.step
         if kind == C.DOWN_AUTHORIZE and step is not None:
             body = json.loads(payload)
-            sent = self.pending.pop(body.get("id"), None)
+            rid = body.get("id")
+            sent = self.pending.pop(rid, None)
             if sent is None:
-                if isinstance(body.get("id"), str) and body["id"].startswith(self.boot):
+                if rid in self.answered:
                     step.duplicates += 1
+                elif isinstance(rid, str) and rid.startswith(self.boot + "-"):
+                    step.stale += 1
                 else:
                     step.unknown += 1
                 return
+            self.answered.add(rid)
             ms = (now - sent) * 1000
             step.answered += 1
             if now <= self.window_end:
@@ -437,6 +443,7 @@ class LoadGen:
         the n-th CDR goes out (the bench injects Hubject faults there)."""
         step = StepResult(rate, duration_s)
         self.step = step
+        self.answered.clear()
         order = list(self.index.values())
         self.rng.shuffle(order)
         n_cp = len(order)
@@ -487,9 +494,9 @@ def summary(step: StepResult) -> str:
         return "n/a" if v is None else "{:.1f}".format(v)
 
     return ("target {:.0f}/s: sent {} answered {} ({:.0f}/s) missing {} duplicates {} late {} "
-            "codes {} e2e p50 {} ms p99 {} ms max {} ms".format(
+            "stale {} codes {} e2e p50 {} ms p99 {} ms max {} ms".format(
                 step.target_rate, step.sent, step.answered, step.achieved_rate, step.missing,
-                step.duplicates, step.late, step.codes, ms(step.p(50)), ms(step.p(99)),
+                step.duplicates, step.late, step.stale, step.codes, ms(step.p(50)), ms(step.p(99)),
                 ms(step.latencies_ms[-1] if step.latencies_ms else None)))
 
 
