@@ -30,9 +30,13 @@ def build_board(target, flash_dir, ports):
     """config.json, validated (config.ConfigError names the field and the rule), and the
     board built from it. The boot-only modules are dropped before returning, so their code
     leaves the heap once this frame's references to them are gone."""
+    import os
+
     from firmware import config
 
-    with open(flash_dir + "/config.json") as f:
+    path = flash_dir + "/config.json"
+    config.check_size(os.stat(path)[6])  # before reading: 100 KB would not fit the heap
+    with open(path, "rb") as f:  # bytes: config.load says "not UTF-8" itself
         cfg = config.load(f.read())
     del config
     forget("firmware.config")

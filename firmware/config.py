@@ -14,6 +14,13 @@ from hal.meter_models import MODELS
 
 POLICIES = ("deny", "local_only", "local_and_cache", "free_vend")
 MAX_EVSES = 4
+# A full config.json (4 EVSEs, every pin, an uplink) is under 2 KB: a larger file is no config,
+# and reading ~100 KB at once exhausts the ESP32's heap, so the size is checked before reading
+MAX_BYTES = 8192
+# The deepest a config goes is 3 (file -> evses -> one EVSE); deeper is refused before parsing,
+# so hostile nesting never reaches json.loads' recursion (RecursionError, MemoryError)
+MAX_DEPTH = 8
+BOM = "\ufeff"  # a UTF-8 byte order mark, as some Windows editors write it: accepted
 
 READER_TYPES = ("pn532", "rdm6300", "none")  # "none": no reader (free vend, remote only)
 READER_BAUD = {"pn532": 115200, "rdm6300": 9600}
@@ -204,13 +211,85 @@ def _pins(v, n):
     return p
 
 
-def load(source):
-    """Validate `source` (JSON text or a dict) -> a new dict with every default filled in."""
-    if isinstance(source, (str, bytes)):
+def _scan(text):
+    """What json.loads lets through: the same key twice in one object (the last would win
+    silently) and nesting deeper than MAX_DEPTH. One pass over the text, strings skipped;
+    syntax errors are left to json.loads. Raises ConfigError naming the key's field."""
+    stack = []  # per open container: [keys seen (None for an array), field name, index]
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            k = j + 1
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            top = stack[-1] if stack else None
+            if top is not None and top[0] is not None and k < n and text[k] == ":":
+                try:
+                    key = json.loads(text[i:j + 1])
+                except ValueError:  # a broken string: json.loads reports it below
+                    key = text[i + 1:j]
+                field = top[1] + "." + key if top[1] else key
+                if key in top[0]:
+                    raise ConfigError(field[:100], "the same key twice in one object (remove "
+                                      "one: which would win is not obvious)")
+                top[0].append(key)
+                top[2] = field
+            i = j + 1
+            continue
+        if c == "{" or c == "[":
+            if len(stack) >= MAX_DEPTH:
+                raise ConfigError("(file)", "nested deeper than {} levels".format(MAX_DEPTH))
+            top = stack[-1] if stack else None
+            name = ""
+            if top is not None:
+                name = top[2] if top[0] is not None else "{}[{}]".format(top[1], top[2])
+            stack.append([[] if c == "{" else None, name, 0 if c == "[" else name])
+        elif c == "}" or c == "]":
+            if stack:
+                stack.pop()
+        elif c == "," and stack and stack[-1][0] is None:
+            stack[-1][2] += 1
+        i += 1
+
+
+def check_size(nbytes):
+    """ConfigError if a config.json of `nbytes` is too large to be one (check before reading:
+    firmware.app does, since 100 KB would not even fit the heap)."""
+    if nbytes > MAX_BYTES:
+        raise ConfigError("(file)", "{} bytes, more than {}: not a config.json".format(
+            nbytes, MAX_BYTES))
+
+
+def parse(source):
+    """config.json's text (str or UTF-8 bytes) -> the parsed JSON value, checked before it is
+    parsed: at most MAX_BYTES, UTF-8 (a BOM is accepted), no key twice in one object, at most
+    MAX_DEPTH levels deep. ConfigError otherwise. (The simulator's runner reads a --config
+    file through this too: one rule for both.)"""
+    check_size(len(source))
+    if isinstance(source, bytes):
         try:
-            source = json.loads(source)
-        except ValueError as e:
-            raise ConfigError("(file)", "not valid JSON ({})".format(e)) from None
+            source = source.decode()
+        except UnicodeError:
+            raise ConfigError("(file)", "not UTF-8 text") from None
+    if source.startswith(BOM):
+        source = source[1:]
+    _scan(source)
+    try:
+        return json.loads(source)
+    except ValueError as e:
+        raise ConfigError("(file)", "not valid JSON ({})".format(e)) from None
+
+
+def load(source):
+    """Validate `source` (JSON text, its UTF-8 bytes, or a dict) -> a new dict with every
+    default filled in. Text goes through `parse` first."""
+    if isinstance(source, (str, bytes)):
+        source = parse(source)
     if not isinstance(source, dict):
         raise ConfigError("(file)", "must be a JSON object")
     cfg = _obj("(file)", source, DEFAULTS)
