@@ -6,7 +6,7 @@ JSON objects whose field names are OICP 2.3's as-is (`EvseID`, `SessionID`, `Ide
 `AuthorizationStatus`, `StatusCode`, ...; ../shared/reference/oicp-2.3-cpo.md) plus our own
 `type` and `id`. MQTT 3.1.1; every topic below is under the charge point's own tree, so a
 broker ACL confines a device (tools/mosquitto/acl: user = cp_id may publish only to its
-`availability`, `birth`, `status/#` and `up/#`, and read only its `down/#`; the backend
+`availability`, `birth`, `health`, `status/#` and `up/#`, and read only its `down/#`; the backend
 account reads `mpevse/+/#` and writes `mpevse/+/down/#`). A new up branch needs an ACL line.
 
 Topics (`<cp>` = config `cp_id`, `<n>` = EVSE number 1..4)
@@ -29,6 +29,11 @@ up (charge point -> backend)            QoS retain  payload
                                                     ChargeDetailRecord fields}
   mpevse/<cp>/status/<n>                 1    yes   durable: {"type": "evse_status", "id",
                                                     "EvseID", "EvseStatus"}
+  mpevse/<cp>/health                     1    yes   {"outbox": durable messages waiting,
+                                                    "late": answers that came too late,
+                                                    "bad": unusable downlink messages, "boot"}:
+                                                    after every (re)connect, then on a change
+                                                    at most once a minute; not durable
   mpevse/<cp>/up/reply                   1    no    the answer to every downlink command that
                                                     has an "id": {"id", "Result": bool,
                                                     "StatusCode": {"Code", "Description",
@@ -128,6 +133,11 @@ def availability_topic(cp_id):
 
 def birth_topic(cp_id):
     return tree(cp_id) + "/birth"
+
+
+def health_topic(cp_id):
+    """`mpevse/<cp>/health`, retained: outbox depth and counters, for the operator."""
+    return tree(cp_id) + "/health"
 
 
 def up_topic(cp_id, kind):

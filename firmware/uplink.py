@@ -21,6 +21,7 @@ from hal.compat import ticks_diff
 RESET_EXIT = 75  # the unix/CPython firmware exits with this to ask its runner for a restart
 FW_VERSION = "0.1.0"  # pyproject.toml's version; the birth message carries it
 RESEND_MS = 60000  # unacknowledged durable messages are published again after this silence
+HEALTH_MS = 60000  # the retained health message changes at most this often (contract)
 
 
 class Uplink:
@@ -46,6 +47,8 @@ class Uplink:
         self.bad = 0  # downlink messages that could not be used
         self.pending_list = None  # id of a local_list command fed to the core, to answer
         self._acked_at = 0  # ticks of the last message from the transport
+        self._health = None  # (outbox depth, late, bad) last published on `health`
+        self._health_at = 0  # ticks of that publication
 
     def start(self):
         """Subscribe to the downlink and register availability and birth, which the transport
@@ -110,7 +113,23 @@ class Uplink:
                 self._resend()
             if self._more and len(self.inflight) < C.WINDOW:
                 self._send_durable()
+            self._publish_health(now)
         return None
+
+    def _publish_health(self, now):
+        """The retained `health` message: after each connection, then on a change at most
+        every HEALTH_MS (a newer one supersedes it: not durable)."""
+        h = self._health
+        if h is not None and (ticks_diff(now, self._health_at) < HEALTH_MS
+                              or (h[0] == len(self.outbox) and h[1] == self.late
+                                  and h[2] == self.bad)):
+            return
+        h = (len(self.outbox), self.late, self.bad)
+        if self.t.publish(C.health_topic(self.cp), C.encode(
+                {"outbox": h[0], "late": h[1], "bad": h[2], "boot": self.boot_id}),
+                C.QOS, True):
+            self._health = h
+            self._health_at = now
 
     def _resend(self):
         """From the oldest unacknowledged message on, again (ids make repeats harmless)."""
@@ -122,6 +141,7 @@ class Uplink:
         topic, data = ev
         if topic == "connected":
             self.online = True
+            self._health = None  # said again on every connection
             self._resend()
             self.out("uplink", connected=True)
             return (E.EV_ONLINE, 0, True)

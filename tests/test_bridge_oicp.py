@@ -341,11 +341,14 @@ def test_urls_logged_without_credentials():
 def test_subscriptions_ready_for_shared_groups():
     from tools.bridge.mqttlink import classify, subscriptions
 
-    plain = [f for f, _ in subscriptions()]
-    assert plain == [C.birth_topic("+"), C.availability_topic("+"), C.up_topic("+", "reply"),
-                     C.up_topic("+", "authorize")]
+    every = [C.birth_topic("+"), C.availability_topic("+"), C.health_topic("+"),
+             C.up_topic("+", "reply")]
+    work = [C.up_topic("+", "authorize"), C.up_topic("+", "notification"),
+            C.up_topic("+", "cdr"), C.status_topic("+", "+")]
+    assert [f for f, _ in subscriptions()] == every + work
+    # births, availability, health and replies reach every instance; work only one of them
     shared = [f for f, _ in subscriptions("bridges")]
-    # births, availability and replies reach every instance; requests only one of them
-    assert shared[:3] == plain[:3] and shared[3] == "$share/bridges/mpevse/+/up/authorize"
+    assert shared == every + ["$share/bridges/" + f for f in work]
     assert classify("mpevse/CP-A/up/authorize") == ("authorize", "CP-A")
-    assert classify("mpevse/CP-A/up/cdr") is None and classify("other/CP-A/birth") is None
+    assert classify("mpevse/CP-A/health") == ("health", "CP-A")
+    assert classify("mpevse/CP-A/up/other") is None and classify("other/CP-A/birth") is None

@@ -69,19 +69,25 @@ def test_birth_outbox_cdr_and_dead_letters():
     clock = Clock()
     reg = Registry(clock)
     assert reg.on_birth("A", json.dumps({"cp_id": "A", "EvseIDs": ["DE*SIM*E1*1"],
-                                         "boot": "b1", "outbox": 7}).encode()) is None
+                                         "boot": "b1"}).encode()) is None
+    assert reg.on_health("A", json.dumps({"outbox": 7, "late": 1, "bad": 0,
+                                          "boot": "b1"}).encode()) is None
+    # an unusable health message changes nothing
+    assert "outbox" in reg.on_health("A", b'{"outbox": "many"}')
+    assert "JSON" in reg.on_health("A", b"\xff{")
     reg.note_cdr("A", 1_799_999_990)
     reg.note_cdr("A")
     reg.note_dead_letter("A")
     reg.note_dead_letter("Z", 2)  # a charge point never born still shows
     rows = {r["cp_id"]: r for r in reg.charge_points()}
     a = rows["A"]
-    assert a["outbox"] == 7 and a["born_at"] == clock.t and a["boot"] == "b1"
+    assert a["outbox"] == 7 and a["late"] == 1 and a["bad"] == 0
+    assert a["born_at"] == clock.t and a["boot"] == "b1"
     assert a["last_cdr"] == clock.t and a["cdrs"] == 2 and a["dead_letters"] == 1
     assert a["EvseIDs"] == ["DE*SIM*E1*1"] and a["state"] == "unknown"
     assert rows["Z"]["dead_letters"] == 2
-    # a birth without the (not yet contracted) outbox field reports it unknown
-    reg.on_birth("A", json.dumps({"cp_id": "A", "EvseIDs": [], "boot": "b2"}).encode())
+    # a cleared retained health message: the depth is unknown again
+    reg.on_health("A", b"")
     assert reg.charge_points()[0]["outbox"] is None
 
 
@@ -209,7 +215,7 @@ def test_status_endpoint_and_command(broker, pki, hubject):  # noqa: F811
         table = {line.split()[0]: line.split() for line in lines[2:]}
         assert table[CP][1] == ONLINE and table[CP][2].startswith("<=")
         assert table["CP-B"][1] == OFFLINE and not table["CP-B"][2].startswith("<=")
-        assert table[CP][5] == "?"  # outbox depth: the contract does not report it
+        assert table[CP][5] == "?"  # outbox depth: this stand-in published no health
         proc = subprocess.run([sys.executable, "-m", "tools.bridge", "status", "--url", admin,
                                "--state", OFFLINE, "--json"],
                               cwd=REPO, capture_output=True, text=True, timeout=30)

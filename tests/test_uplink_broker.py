@@ -140,6 +140,8 @@ def test_a_session_on_the_wire_with_an_independent_backend(broker, interpreter):
             birth = client.wait_for(C.birth_topic(CP))
             assert json.loads(birth.payload)["EvseIDs"] == ["DE*SIM*E0001*1"]
             assert client.wait_for(C.availability_topic(CP)).payload == b"online"
+            health = client.wait_for(C.health_topic(CP))  # retained, the ACL lets it through
+            assert json.loads(health.payload)["outbox"] >= 0
             _session(sim, backend)
             req = backend.requests[0]
             assert req["type"] == "authorize_start" and req["EvseID"] == "DE*SIM*E0001*1"

@@ -103,6 +103,11 @@ class Bridge:
         if kind == mqttlink.AVAILABILITY:
             self.registry.on_availability(cp, payload)
             return None
+        if kind == mqttlink.HEALTH:
+            why = self.registry.on_health(cp, payload)
+            if why:
+                self.log.emit("warning", cp_id=cp, message=why)
+            return None
         if kind == mqttlink.REPLY:
             self.commands.on_reply(cp, payload)
             return None

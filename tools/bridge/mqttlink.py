@@ -6,8 +6,9 @@ aiomqtt: an asyncio client (paho-mqtt underneath, the same MQTT code the tests' 
 use), so MQTT, the HTTP server and the HTTP client share one event loop without threads.
 
 Subscriptions (topics spelled by firmware.contract only). Two groups:
-- every instance needs ALL of them: births and availability (the registry), and up/reply (the
-  reply goes to whoever sent the command; command ids name the instance, others ignore it);
+- every instance needs ALL of them: births, availability and health (the registry), and
+  up/reply (the reply goes to whoever sent the command; command ids name the instance, others
+  ignore it);
 - work that ONE instance should do: up/authorize. `share_group` (issue 13) subscribes these as
   `$share/<group>/...`, so the broker hands each request to one instance only.
 An instance that dies takes with it only what the broker had already handed to it (clean
@@ -43,6 +44,7 @@ NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 BIRTH = "birth"
 AVAILABILITY = "availability"
+HEALTH = "health"
 REPLY = "reply"
 AUTHORIZE = "authorize"
 NOTIFICATION = "notification"
@@ -53,7 +55,7 @@ STATUS = "status"
 def subscriptions(share_group: str | None = None) -> list[tuple[str, str]]:
     """[(topic filter, kind)] in subscribe order; work topics prefixed `$share/<group>/`."""
     every = [(C.birth_topic("+"), BIRTH), (C.availability_topic("+"), AVAILABILITY),
-             (C.up_topic("+", C.UP_REPLY), REPLY)]
+             (C.health_topic("+"), HEALTH), (C.up_topic("+", C.UP_REPLY), REPLY)]
     work = [(C.up_topic("+", C.UP_AUTHORIZE), AUTHORIZE),
             (C.up_topic("+", C.UP_NOTIFICATION), NOTIFICATION),
             (C.up_topic("+", C.UP_CDR), CDR),
@@ -73,6 +75,8 @@ def classify(topic: str) -> tuple[str, str] | None:
         return BIRTH, cp
     if topic == C.availability_topic(cp):
         return AVAILABILITY, cp
+    if topic == C.health_topic(cp):
+        return HEALTH, cp
     if topic == C.up_topic(cp, C.UP_REPLY):
         return REPLY, cp
     if topic == C.up_topic(cp, C.UP_AUTHORIZE):

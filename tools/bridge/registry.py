@@ -11,8 +11,8 @@ An EvseID claimed by two charge points belongs to the later birth; the other los
 For the operator (`GET /status`, tools/bridge/status.py) it also keeps, per charge point: since
 when it is online/offline (wall clock, epoch seconds, when this instance saw the change; a state
 first learnt from a retained message -- at start-up or after a reconnect -- only says "at or
-before", `since_exact` false), the last birth's time and boot id, the outbox depth when the
-birth reports one (`"outbox"`: the contract does not carry it yet), and what the durable path
+before", `since_exact` false), the last birth's time and boot id, the outbox depth and the
+late/bad counters of its retained `health` message, and what the durable path
 reports through `note_cdr` / `note_dead_letter` (this instance's share only: several instances
 each see a part; `python -m tools.bridge status` merges them).
 """
@@ -44,7 +44,9 @@ class Seen:
     since: float | None = None  # the availability state's start, as seen here
     since_exact: bool = False  # False: learnt from a retained message, "at or before"
     born_at: float | None = None  # when this instance took in its last birth
-    outbox: int | None = None  # durable messages waiting on the charge point, if reported
+    outbox: int | None = None  # durable messages waiting on the charge point (its health)
+    late: int | None = None  # its count of answers that came after the request's deadline
+    bad: int | None = None  # its count of unusable downlink messages
     last_cdr: float | None = None  # the last CDR's time, from note_cdr
     cdrs: int = 0  # CDRs this instance handled for it
     dead_letters: int = 0  # messages this instance parked in the dead-letter file
@@ -90,8 +92,6 @@ class Registry:
         self.boot[cp] = body.get("boot")
         seen = self._seen(cp)
         seen.born_at = self.clock()
-        depth = body.get("outbox")  # not in the contract yet: taken when a birth carries it
-        seen.outbox = depth if isinstance(depth, int) and not isinstance(depth, bool) else None
         for e in ids:
             prev = self.owner.get(e.upper())
             if prev is not None and prev != cp:
@@ -120,6 +120,27 @@ class Registry:
         seen.since_exact = self.live()
         for listener in self.listeners:
             listener(cp, state)
+
+    def on_health(self, cp: str, payload: bytes) -> str | None:
+        """The retained `mpevse/<cp>/health` (contract): the outbox depth the charge point
+        reports, and its late/bad counters. -> None, or why the message was not usable (then
+        nothing changes). An empty payload (cleared retained message) forgets the depth."""
+        seen = self._seen(cp)
+        if not payload:
+            seen.outbox = None
+            return None
+        try:
+            body = json.loads(payload)
+        except (ValueError, UnicodeError):
+            return "health of {}: not JSON".format(cp)
+        depth = body.get("outbox") if isinstance(body, dict) else None
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            return "health of {}: outbox must be a count".format(cp)
+        seen.outbox = depth
+        for k in ("late", "bad"):
+            v = body.get(k)
+            setattr(seen, k, v if isinstance(v, int) and not isinstance(v, bool) else None)
+        return None
 
     def lookup(self, evse_id: str) -> str | None:
         """The cp_id owning `evse_id` (any case), or None."""
@@ -152,6 +173,7 @@ class Registry:
             out.append({"cp_id": cp, "state": self.state(cp), "since": seen.since,
                         "since_exact": seen.since_exact, "EvseIDs": self.evses.get(cp, []),
                         "boot": self.boot.get(cp), "born_at": seen.born_at,
-                        "outbox": seen.outbox, "last_cdr": seen.last_cdr, "cdrs": seen.cdrs,
+                        "outbox": seen.outbox, "late": seen.late, "bad": seen.bad,
+                        "last_cdr": seen.last_cdr, "cdrs": seen.cdrs,
                         "dead_letters": seen.dead_letters})
         return out
