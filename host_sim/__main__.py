@@ -7,6 +7,7 @@
                            [--broker-ca FILE] [--broker-user U --broker-password P]
     python -m host_sim scenario FILE [--interpreter cpython|micropython] [-v] [--broker ...]
     python -m host_sim demo [--interpreter cpython|micropython]
+    python -m host_sim board --flash DIR [--version V] [--flash-size B] [--romfs-size B]
 
 `run` reads console commands (host_sim.console) from stdin, one per line, and writes one JSON
 object per line to stdout for every event; end of input means `quit`. `--reader-port` is bench
@@ -125,6 +126,9 @@ def build_parser():
                                     "bridge, a charge point with two EVSEs")
     d.add_argument("--interpreter", **dict(interp, default="micropython"))
     d.set_defaults(func=_demo)
+    from host_sim import board  # a virtual MicroPython board on a pty (raw REPL, mpremote)
+
+    board.add_parser(sub)
     return p
 
 
