@@ -56,7 +56,8 @@ import threading
 import time
 from collections import deque
 
-from firmware.ids import IdError, check_cp_id
+from firmware import config as fw_config
+from firmware.ids import IdError, check_cp_id, normalize_uid
 from firmware.uplink import RESET_EXIT
 from host_sim import console, netproxy
 from tools import build
@@ -293,8 +294,18 @@ class Simulation:
             raise RunnerError("interpreter must be one of {}".format("|".join(INTERPRETERS)))
         if reader not in READERS:
             raise RunnerError("reader must be one of {}".format("|".join(READERS)))
-        if not 1 <= evses <= 8:
-            raise RunnerError("evses must be 1..8, got {}".format(evses))
+        # the firmware's own rules, checked here before anything starts (issue 16 item 7)
+        if not isinstance(evses, int) or not 1 <= evses <= fw_config.MAX_EVSES:
+            raise RunnerError("evses must be 1..{} (the firmware's limit), got {}".format(
+                fw_config.MAX_EVSES, evses))
+        if flash is not None and os.path.exists(flash) and not os.path.isdir(flash):
+            raise RunnerError("--flash {}: not a directory".format(flash))
+        if config_file:
+            n = config_evses(config_file)
+            if n is not None and n != evses:
+                raise RunnerError("--config {} has {} EVSE(s) but --evses is {}: the simulated "
+                                  "EVs, contactors and meters follow --evses, so give --evses "
+                                  "{}".format(config_file, n, evses, n))
         if reader_port and interpreter != "cpython":
             raise RunnerError("--reader-port (a real reader) needs --interpreter cpython: only "
                               "the host board opens pyserial URLs")
@@ -307,7 +318,7 @@ class Simulation:
         self.interpreter = interpreter
         self.evses = evses
         self.reader = reader
-        self.local_cards = [console.check_uid(u) for u in local_cards]
+        self.local_cards = [local_card(u) for u in local_cards]
         self.config = dict(config or {})
         self.config_file = config_file
         self.reader_port = reader_port
@@ -355,7 +366,11 @@ class Simulation:
     def start(self):
         self._tmp = tempfile.mkdtemp(prefix="mpevse-sim-")
         self.flash = os.path.abspath(self._flash_arg or os.path.join(self._tmp, "flash"))
-        os.makedirs(self.flash, exist_ok=True)
+        try:
+            os.makedirs(self.flash, exist_ok=True)
+        except OSError as e:  # a file on the way, no permission
+            raise RunnerError("--flash {}: cannot use it as the flash directory: {}".format(
+                self._flash_arg, e)) from None
         if self._broker is not None:
             self._start_net()
         self._write_flash()
@@ -426,9 +441,8 @@ class Simulation:
                     from None
         else:
             if self.config_file:
-                try:
-                    with open(self.config_file) as f:
-                        cfg = json.load(f)
+                try:  # the firmware's reading rules (size, BOM, keys twice, depth)
+                    cfg = read_config(self.config_file)
                 except (OSError, ValueError) as e:
                     raise RunnerError("cannot read --config {} to add the broker or cp_id to "
                                       "it: {}".format(self.config_file, e)) from None
@@ -750,6 +764,39 @@ class Simulation:
         self.bench.power_restore(self.now())
         self._boot()
         self.emit("restart", boot=self.boot_count, reason="power_cut")
+
+
+def local_card(uid):
+    """A --local-card UID by the firmware's rule (firmware.ids.normalize_uid: 8, 14 or 20 hex
+    digits), upper-cased; RunnerError naming the rule otherwise. The console's `tap` takes
+    what a reader reads (4..10 bytes) -- a list entry is an OICP UID."""
+    try:
+        return normalize_uid(uid)
+    except IdError as e:
+        hint = ""
+        if isinstance(uid, str) and len(uid) == 10:
+            hint = "; an RDM6300 tag's 10 digits go on the list in their OICP form 0000{} " \
+                "(hal.rdm6300.oicp_uid)".format(uid.upper())
+        raise RunnerError("--local-card: {}{}".format(str(e)[:200], hint)) from None
+
+
+def read_config(path):
+    """A config.json file parsed by the firmware's own rules (firmware.config.parse, the size
+    checked before reading, as firmware.app does); OSError or ConfigError."""
+    fw_config.check_size(os.path.getsize(path))
+    with open(path, "rb") as f:
+        return fw_config.parse(f.read())
+
+
+def config_evses(path):
+    """The number of EVSEs a --config file declares, or None if it cannot be read by the
+    firmware's rules (the firmware then refuses it, naming why)."""
+    try:
+        cfg = read_config(path)
+    except (OSError, ValueError):
+        return None
+    evses = cfg.get("evses") if isinstance(cfg, dict) else None
+    return len(evses) if isinstance(evses, list) else None
 
 
 def check_broker(url, cp_id, ca, user, password):
