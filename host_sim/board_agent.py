@@ -92,6 +92,16 @@ class _Os:
         free = max(0, blocks - 2 - self._used_blocks("/"))  # 2: the littlefs superblock pair
         return (BLOCK, BLOCK, blocks, free, free, 0, 0, 0, 0, 255)
 
+    def rename(self, old, new):
+        """The unix port's VfsPosix, mounted with a root folder, fails rename() of absolute
+        paths (ENOENT) while relative ones work: hand it paths relative to /."""
+        return _os.rename(self._rel(old), self._rel(new))
+
+    def _rel(self, p):
+        if not p.startswith("/"):
+            p = _os.getcwd().rstrip("/") + "/" + p
+        return p.lstrip("/") or "."
+
     def uname(self):
         return ("esp32", "esp32", self._release,
                 "v{} on 2025-01-01".format(self._release), "Generic ESP32 module with ESP32")
