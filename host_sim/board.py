@@ -35,6 +35,7 @@ next to the flash folder (default none, as the stock ESP32 downloads), mounted a
 boot when it holds a valid image.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -323,6 +324,35 @@ class VirtualBoard:
         self.line.clear()
         self.mode = mode
         self._send(RAW_PROMPT if mode == RAW else self._banner() + b">>> ")
+
+
+@contextlib.contextmanager
+def running(flash, *options, timeout_s=15.0):
+    """A board as its own process (`python -m host_sim board --flash FLASH OPTIONS...`), for
+    tests and tools: yields (port, process); killed on exit (its interpreter sees EOF and
+    ends). Killing the process is a board unplugged: the link is cut, the flash stays."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "host_sim", "board", "--flash", str(flash)]
+                            + [str(o) for o in options], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            proc.kill()
+            raise BoardError("the board did not start within {} s: {}".format(
+                timeout_s, proc.stderr.read()[-2000:]))
+        yield json.loads(line)["port"], proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def size_arg(text):

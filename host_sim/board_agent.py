@@ -92,6 +92,13 @@ class _Os:
         free = max(0, blocks - 2 - self._used_blocks("/"))  # 2: the littlefs superblock pair
         return (BLOCK, BLOCK, blocks, free, free, 0, 0, 0, 0, 255)
 
+    def ilistdir(self, path="."):
+        """(name, type, inode, size) as littlefs gives them (VfsPosix leaves the size out)."""
+        base = path.rstrip("/") + "/" if path not in ("", ".") else ""
+        for e in _os.ilistdir(path):
+            size = 0 if e[1] == 0x4000 else _os.stat(base + e[0])[6]
+            yield (e[0], e[1], 0, size)
+
     def rename(self, old, new):
         """The unix port's VfsPosix, mounted with a root folder, fails rename() of absolute
         paths (ENOENT) while relative ones work: hand it paths relative to /."""
@@ -103,8 +110,11 @@ class _Os:
         return p.lstrip("/") or "."
 
     def uname(self):
-        return ("esp32", "esp32", self._release,
-                "v{} on 2025-01-01".format(self._release), "Generic ESP32 module with ESP32")
+        from collections import namedtuple
+
+        u = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
+        return u("esp32", "esp32", self._release, "v{} on 2025-01-01".format(self._release),
+                 "Generic ESP32 module with ESP32")
 
 
 class _Impl:
