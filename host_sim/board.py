@@ -83,6 +83,7 @@ class VirtualBoard:
         self.agent = None
         self.mode = FRIENDLY
         self.line = bytearray()
+        self.pending = bytearray()  # host bytes that arrived while a program ran
         self.paste_seen = 0  # bytes received in the current raw-paste window
         self.busy_from = RAW  # the mode a running program returns to
         self.eots = 0  # \x04 seen in the running program's answer
@@ -195,7 +196,9 @@ class VirtualBoard:
         if self.mode == BUSY:
             if b == 3:  # Ctrl-C: KeyboardInterrupt in the running program
                 self.agent.send_signal(signal.SIGINT)
-            return  # a program reading stdin is not emulated: its input is dropped
+            else:  # the REPL reads it once the program ends (a program's own stdin reads
+                self.pending.append(b)  # are not emulated)
+            return
         if self.mode == PASTE:
             self._paste_byte(b)
         elif self.mode == RAW:
@@ -294,6 +297,12 @@ class VirtualBoard:
         if self.eots >= 2:
             self.mode = self.busy_from
             self._send(b">" if self.mode == RAW else b">>> ")
+            queued, self.pending = bytes(self.pending), bytearray()
+            for i, b in enumerate(queued):
+                self._from_host(b)
+                if self.mode == BUSY:  # it started another program: the rest waits again
+                    self.pending[:0] = queued[i + 1:]
+                    break
 
     def _agent_ended(self):
         """The interpreter exited: machine.reset() (40), soft_reset()/SystemExit (41), or a
@@ -309,6 +318,7 @@ class VirtualBoard:
                 print("board: it died while booting: stopped", file=sys.stderr)
                 self.stopped = True
                 return
+        self.pending.clear()
         self._stop_agent()
         self._send(ROM_BOOT)
         self._start_agent()
@@ -317,6 +327,7 @@ class VirtualBoard:
         self._send(self._banner() + b">>> ")
 
     def _soft_reset(self, mode, say=True):
+        self.pending.clear()  # a reboot loses what was waiting in the USB buffer
         self._stop_agent()
         if say:
             self._send(b"MPY: soft reboot\r\n")

@@ -62,7 +62,8 @@ def test_globals_live_until_a_reset_and_reset_reboots(board):
     port, _ = board
     out = ok(port, "exec", "x = 41", "+", "exec", "print(x + 1)")  # one session: no reset
     assert out.strip() == "42"
-    ok(port, "reset")  # machine.reset(): the interpreter restarts
+    ok(port, "reset")  # machine.reset() after 100 ms: the interpreter restarts
+    time.sleep(0.5)  # (a Ctrl-C before then would interrupt the sleep, as on a board)
     done = mpremote(port, "resume", "exec", "print(x)")
     assert "NameError" in done.stdout + done.stderr
     ok(port, "exec", "y = 1", "+", "soft-reset", "+", "exec", "print('y' in globals())")
