@@ -24,6 +24,61 @@ from firmware.unload import forget
 from hal.compat import sleep_ms, ticks_diff, ticks_ms
 
 LOOP_MS = 2  # one control-loop pass, then sleep the rest of this
+CONSOLE_LINE_MAX = 128  # bytes; the longest command ("clear 4", "status") is far shorter
+CONSOLE_READ_MAX = 256  # bytes read per loop pass at most: a flood cannot stall the loop
+
+
+class Console:
+    """Console lines from stdin without ever blocking and without a buffer that select cannot
+    see: one byte at a time from the unbuffered byte stream (CPython: sys.stdin.buffer.raw;
+    MicroPython: sys.stdin.buffer, whose read(n) would wait for all n bytes) while poll says
+    more is there, so back-to-back commands are all seen at once (a TextIOWrapper's readline
+    buffers the lines after the first, and poll then waits for the next input). `line()` ->
+    the next complete line (str), None if none yet, "" at EOF. A line over CONSOLE_LINE_MAX
+    bytes or not UTF-8 gives ("error", why) instead, once, without its text."""
+
+    def __init__(self, stream):
+        import select
+
+        raw = getattr(stream, "buffer", stream)
+        self.raw = getattr(raw, "raw", raw)
+        self.poller = select.poll()
+        self.poller.register(self.raw, select.POLLIN)
+        self.buf = bytearray()
+        self.dropped = 0  # bytes of the current over-long line thrown away
+        self.eof = False
+
+    def line(self):
+        if self.eof:
+            return ""
+        for _ in range(CONSOLE_READ_MAX):
+            if not self.poller.poll(0):
+                return None
+            b = self.raw.read(1)
+            if not b:
+                self.eof = True
+                return ""
+            if b == b"\n":
+                return self._take()
+            if len(self.buf) < CONSOLE_LINE_MAX:
+                self.buf.extend(b)
+            else:
+                self.dropped += 1
+        return None
+
+    def _take(self):
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        if self.dropped:
+            n = len(data) + self.dropped
+            self.dropped = 0
+            return ("error", "console line of {} bytes, longer than {}: ignored".format(
+                n, CONSOLE_LINE_MAX))
+        try:
+            return data.decode()
+        except UnicodeError:
+            return ("error", "console line of {} bytes is not UTF-8 text: ignored".format(
+                len(data)))
 
 
 def build_board(target, flash_dir, ports):
@@ -73,7 +128,7 @@ def uplink_code(cfg, mem_alloc):
 
 def run(target, flash_dir, ports=None, console=None):
     """Boot, then the control loop until `quit`, the console's EOF or an exception; a
-    `console` stream (stdin) is read only when select says a line is there."""
+    `console` stream (stdin) is read through `Console`, never waiting."""
     start = ticks_ms()
     store = Store(flash_dir)
     cfg, board = build_board(target, flash_dir, ports or {})
@@ -88,12 +143,8 @@ def run(target, flash_dir, ports=None, console=None):
     gc.collect()
     shell.heap_base = base
     emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc(), uplink_code=code)
-    poller = None
     if console is not None:
-        import select
-
-        poller = select.poll()
-        poller.register(console, select.POLLIN)
+        console = Console(console)
     try:
         last = ticks_ms()
         while shell.running:
@@ -103,11 +154,15 @@ def run(target, flash_dir, ports=None, console=None):
                 shell.gap_max_ms = gap
             last = now
             shell.poll_once(now)
-            if poller is not None and poller.poll(0):
-                line = console.readline()
-                if not line:  # stdin closed: the simulator is gone, stop cleanly
-                    break
-                shell.command(line, ticks_ms())
+            line = None if console is None else console.line()
+            while line is not None and shell.running:  # every complete line now
+                if line == "":  # stdin closed: the simulator is gone, stop cleanly
+                    shell.running = False
+                elif isinstance(line, tuple):
+                    emit("error", kind="console", message=line[1])
+                else:
+                    shell.command(line, ticks_ms())
+                line = console.line() if shell.running else None
             spent = ticks_diff(ticks_ms(), now)
             if spent < LOOP_MS:
                 sleep_ms(LOOP_MS - spent)

@@ -448,4 +448,6 @@ class Shell:
         elif cmd == "clear" and len(words) == 2 and words[1].isdigit():
             self.feed(E.EV_CLEAR, int(words[1]), None, now)
         else:
-            self.out("error", kind="console", message="unknown command: " + line.strip())
+            text = line.strip()  # shown cut: a console line is anyone's input
+            self.out("error", kind="console", message="unknown command: {}{}".format(
+                text[:60], "... ({} characters)".format(len(text)) if len(text) > 60 else ""))

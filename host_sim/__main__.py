@@ -36,8 +36,10 @@ def _run(args):
     lines = queue.Queue()
 
     def read_stdin():  # a thread, so a silent console never blocks the simulation
-        for line in sys.stdin:
-            lines.put(line)
+        # bytes, decoded here: a byte that is not UTF-8 must reach host_sim.console (which
+        # refuses the line, naming it) instead of ending this thread with UnicodeDecodeError
+        for raw in sys.stdin.buffer:
+            lines.put(raw.decode("utf-8", "surrogateescape"))
         lines.put(None)
 
     try:

@@ -101,10 +101,34 @@ USAGE = {
 }
 
 
+MAX_LINE = 1024  # characters; the longest real command line is under 60
+SHOW_COMMAND = 40  # characters of a bad command name shown in an error event
+SHOW_MESSAGE = 300  # characters of an error message (it quotes the bad argument)
+
+
+def shown(text, limit):
+    """`text` as it may go into an event: lone surrogates (what bytes that were not UTF-8
+    become under surrogateescape; no UTF-8 JSON line can carry them) as backslash escapes, at
+    most `limit` characters after escaping, and the original length when cut. Control
+    characters stay: json.dumps escapes them."""
+    out = []
+    n = 0
+    for c in text:
+        piece = ascii(c)[1:-1] if "\ud800" <= c <= "\udfff" else c
+        if n + len(piece) > limit:
+            return "".join(out) + "... ({} characters)".format(len(text))
+        out.append(piece)
+        n += len(piece)
+    return "".join(out)
+
+
 class ConsoleError(ValueError):
-    """A command line that cannot be run; `command` names it ('' for an empty name)."""
+    """A command line that cannot be run; `command` names it ('' for an empty name). Both are
+    cut and escaped (`shown`): they end up in a JSON event line."""
 
     def __init__(self, command, message):
+        command = shown(command, SHOW_COMMAND)
+        message = shown(message, SHOW_MESSAGE)
         super().__init__("{}: {}".format(command, message))
         self.command = command
         self.message = message
@@ -117,7 +141,20 @@ def strip_comment(line):
 
 def parse(line, evses=1, reader=None):
     """Parse one console line; None for blank/comment lines; ConsoleError if invalid.
-    `reader` (pn532|rdm6300, None = not known) decides which `reader foreign` kinds exist."""
+    `reader` (pn532|rdm6300, None = not known) decides which `reader foreign` kinds exist.
+    A line over MAX_LINE characters, or holding bytes that were not UTF-8 (lone surrogates),
+    is refused whole before it is split."""
+    if len(line) > MAX_LINE:
+        raise ConsoleError("", "line of {} characters, longer than {}: ignored".format(
+            len(line), MAX_LINE))
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as e:  # surrogateescape keeps byte B as U+DC00 + B
+        c = ord(line[e.start])
+        what = "byte 0x{:02X}".format(c - 0xDC00) if 0xDC80 <= c <= 0xDCFF else \
+            "lone surrogate U+{:04X}".format(c)
+        raise ConsoleError("", "not UTF-8 text ({} at character {}): ignored".format(
+            what, e.start)) from None
     words = strip_comment(line).split()
     if not words:
         return None
