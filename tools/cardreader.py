@@ -14,17 +14,51 @@ Reader failures go to stderr and the drivers keep retrying. Ctrl-C ends cleanly 
 
 import argparse
 import json
+import math
 import os
 import sys
 
 from firmware.authlists import LocalList
 from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_diff, ticks_ms
-from hal.pn532 import PN532
+from hal.pn532 import PN532, why_unusable
 from hal.rdm6300 import RDM6300, oicp_uid
 
 DEFAULT_BAUD = {"pn532": 115200, "rdm6300": 9600}
+BAUD_RANGE = (1200, 921600)  # firmware.config: reader.baud
+MAX_TIMEOUT_S = 7 * 86400  # a week: beyond, ticks_ms arithmetic would alias on the ESP32 too
 
+
+class EnrollError(Exception):
+    """The --enroll list cannot be read or written; the message names the file and why."""
+
+
+def read_list(path):
+    """The local list at `path` (an empty one if the file does not exist); EnrollError if it
+    is not JSON, not the firmware's LocalList format, or unreadable."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return LocalList()
+    except (OSError, UnicodeError) as e:
+        raise EnrollError("--enroll {}: cannot read it: {}".format(path, e)) from None
+    try:
+        return LocalList.from_json(json.loads(text))
+    except ValueError as e:  # json, IdError and the list's own checks are ValueErrors
+        raise EnrollError("--enroll {}: not a local list ({{\"version\": N, \"uids\": "
+                          "[...]}} with OICP UIDs): {}".format(path, str(e)[:200])) from None
+    except TypeError as e:
+        raise EnrollError("--enroll {}: not a local list: {}".format(path, e)) from None
+
+
+def check_enroll(path):
+    """Before the port is opened: the list reads, and its folder takes the temporary file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise EnrollError("--enroll {}: cannot write there (not a writable file in an existing "
+                          "folder)".format(path))
+    read_list(path)
 
 
 
@@ -35,22 +69,24 @@ def make_driver(kind, uart):
 
 
 def enroll(path, uid):
-    """Add `uid` to the local list at `path` (created if missing); True if it was new."""
-    try:
-        with open(path) as f:
-            lst = LocalList.from_json(json.load(f))
-    except FileNotFoundError:
-        lst = LocalList()
+    """Add `uid` to the local list at `path` (created if missing); True if it was new.
+    EnrollError (nothing written, a partial temporary file removed) if it cannot."""
+    lst = read_list(path)
     if lst.contains(uid):
         return False
     lst.apply_delta(lst.version, lst.version + 1, add=[uid])
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(lst.to_json(), f)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(lst.to_json(), f)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.isfile(tmp):  # our partial write (a directory there is not ours)
+            os.remove(tmp)
+        raise EnrollError("--enroll {}: cannot write it: {}".format(path, e)) from None
     return True
 
 
@@ -98,7 +134,7 @@ def run(args, out=sys.stdout, err=sys.stderr):
         elif kind == "ok":
             print("cardreader: {} reader is back".format(args.reader), file=err, flush=True)
         elif kind == "unusable":
-            print("cardreader: random UID {} (phone or emulated card) ignored".format(data),
+            print("cardreader: card {} unusable: {}; ignored".format(data, why_unusable(data)),
                   file=err, flush=True)
 
 
@@ -107,11 +143,26 @@ def parse_args(argv):
         "\n\n")[0])
     p.add_argument("--port", required=True, help="pyserial URL or device path")
     p.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
-    p.add_argument("--baud", type=int, help="default 115200 (pn532) / 9600 (rdm6300)")
+    p.add_argument("--baud", type=int, help="%d..%d; default 115200 (pn532) / 9600 (rdm6300)"
+                   % BAUD_RANGE)
     p.add_argument("--enroll", metavar="FILE", help="add tapped cards to this local list")
-    p.add_argument("--count", type=int, default=0, help="exit after N taps")
-    p.add_argument("--timeout", type=float, help="exit after S seconds")
-    return p.parse_args(argv)
+    p.add_argument("--count", type=int, default=0, help="exit after N taps (N >= 0)")
+    p.add_argument("--timeout", type=float, help="exit after S seconds (S > 0)")
+    args = p.parse_args(argv)
+    if args.baud is not None and not BAUD_RANGE[0] <= args.baud <= BAUD_RANGE[1]:
+        p.error("--baud must be %d..%d, got %d" % (BAUD_RANGE + (args.baud,)))
+    if args.count < 0:
+        p.error("--count must be >= 0 (0: no limit), got %d" % args.count)
+    t = args.timeout
+    if t is not None and (not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT_S):
+        p.error("--timeout must be a number of seconds > 0 and <= %d, got %r"
+                % (MAX_TIMEOUT_S, t))
+    if args.enroll is not None:
+        try:
+            check_enroll(args.enroll)
+        except EnrollError as e:
+            p.error(str(e))
+    return args
 
 
 def main(argv=None):
@@ -120,6 +171,9 @@ def main(argv=None):
         return run(args)
     except KeyboardInterrupt:
         return 0
+    except EnrollError as e:  # the list changed or the disk filled since the start
+        print("cardreader: {}".format(e), file=sys.stderr)
+        return 2
     except OSError as e:  # serial.SerialException is an OSError: port gone or never there
         print("cardreader: {}: {}".format(args.port, e), file=sys.stderr)
         return 2

@@ -5,12 +5,15 @@
 
 Prints one JSON line per reading with the fields the model offers (`energy_kwh` first). A Modbus
 exception, a time-out or a bad frame prints one line on stderr and exits non-zero, so a script
-can tell the cases apart. `--port` takes anything pyserial's `serial_for_url` opens
-(`/dev/ttyUSB0`, `rfc2217://host:port`, `loop://`).
+can tell the cases apart: 3 exception, 4 time-out (nothing came), 5 bad frame (also bytes that
+were no answer: garbage), 6 port, 7 bus busy (never silent for t3.5: nothing could be sent).
+`--port` takes anything pyserial's `serial_for_url` opens (`/dev/ttyUSB0`,
+`rfc2217://host:port`, `loop://`).
 """
 
 import argparse
 import json
+import math
 import sys
 
 import serial
@@ -19,12 +22,16 @@ from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_ms
 from hal.meter_models import MODELS
 from hal.meters import Meter, MeterValueError
-from hal.modbus import ModbusError, ModbusException, ModbusMaster, ModbusTimeout
+from hal.modbus import ModbusBusBusy, ModbusError, ModbusException, ModbusMaster, ModbusTimeout
 
 EXIT_EXCEPTION = 3
 EXIT_TIMEOUT = 4
-EXIT_BAD_FRAME = 5
+EXIT_BAD_FRAME = 5  # also "garbage": bytes came, none of them an answer
 EXIT_PORT = 6
+EXIT_BUS_BUSY = 7  # the bus never fell silent for t3.5: nothing could be sent
+BAUD_RANGE = (1200, 115200)  # firmware.config: meter.baud
+MAX_INTERVAL_S = 86400.0
+MAX_TIMEOUT_MS = 60000
 
 FIRST_KEYS = ("energy_kwh", "power_w", "voltage_v", "current_a")
 
@@ -42,6 +49,8 @@ def reading_line(reading):
 
 
 def exit_code(exc):
+    if isinstance(exc, ModbusBusBusy):
+        return EXIT_BUS_BUSY
     if isinstance(exc, ModbusException):
         return EXIT_EXCEPTION
     if isinstance(exc, ModbusTimeout):
@@ -61,10 +70,17 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not 1 <= args.address <= 247:
         p.error("--address must be 1..247")
-    if args.count < 0 or args.interval < 0 or args.timeout_ms <= 0:
-        p.error("--count and --interval must be >= 0, --timeout-ms > 0")
+    if args.count < 0:
+        p.error("--count must be >= 0 (0: until Ctrl-C), got %d" % args.count)
+    if not math.isfinite(args.interval) or not 0 <= args.interval <= MAX_INTERVAL_S:
+        p.error("--interval must be a number of seconds 0..%d, got %r"
+                % (MAX_INTERVAL_S, args.interval))
+    if not 0 < args.timeout_ms <= MAX_TIMEOUT_MS:
+        p.error("--timeout-ms must be 1..%d, got %d" % (MAX_TIMEOUT_MS, args.timeout_ms))
     if args.baud is None:
         args.baud = MODELS[args.model]["baud"]
+    if not BAUD_RANGE[0] <= args.baud <= BAUD_RANGE[1]:
+        p.error("--baud must be %d..%d, got %d" % (BAUD_RANGE + (args.baud,)))
     return args
 
 
