@@ -12,7 +12,9 @@ process's JSON `ready` line, never by a sleep):
   bridge's and the charge point's credentials);
 - the Hubject simulator (host_sim.hubject) over HTTPS with mutual TLS, its control API on
   plain HTTP;
-- the bridge (tools.bridge): mutual TLS toward Hubject (client certificate `cpo_client`,
+- the bridge (tools.bridge) with the example site file (tools/bridge/site.example.json: the
+  EVSE data Hubject's map needs) and the operator's CDR store: mutual TLS toward Hubject
+  (client certificate `cpo_client`,
   trusting the chain file of root and intermediate CA) and for the endpoints Hubject calls
   (server certificate `cpo_server`, requiring Hubject's client certificate `hubject_client`);
 - the charge point: host_sim.runner.Simulation with `--broker`, on CPython or MicroPython.
@@ -37,6 +39,7 @@ from host_sim.broker import free_port
 from host_sim.runner import ROOT, Simulation
 
 OPERATOR_ID = "DE*SIM"  # the simulator's EvseIDs are DE*SIM*E0001*<n> (host_sim.runner)
+SITE_FILE = os.path.join(ROOT, "tools", "bridge", "site.example.json")  # Hubject's EVSE data
 CP_ID = "SIM01"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -130,7 +133,8 @@ class Chain:
     """The running chain (context manager). Attributes once started: `sim` (the Simulation),
     `hubject_control` (URL), `bridge_url` (the endpoints Hubject calls, https), `broker_url`,
     `bridge` / `hubject` / `broker` (Process), `oicp_log` (the bridge's log of OICP calls, one
-    JSON line per call), `pki` (the generated certificate paths)."""
+    JSON line per call), `pki` (the generated certificate paths), `cdr_store` (the operator's
+    own CDRs, JSON lines: sessions that are no Hubject business), `dead_letters`."""
 
     def __init__(self, workdir, interpreter="micropython", evses=2, cards=None, broker=None,
                  broker_users=None, local_cards=(), sim_config=None, bridge_args=()):
@@ -194,7 +198,11 @@ class Chain:
         self.hubject_control = ready["control"]
         cc_cert, cc_key = self.pki["cpo_client"]
         cs_cert, cs_key = self.pki["cpo_server"]
+        self.cdr_store = os.path.join(self.workdir, "operator-cdrs.jsonl")
+        self.dead_letters = os.path.join(self.workdir, "dead-letters.jsonl")
         bargs = ["--broker", self.broker_url, "--operator-id", OPERATOR_ID,
+                 "--site", SITE_FILE, "--cdr-store", self.cdr_store,
+                 "--dead-letter", self.dead_letters,
                  "--hubject-url", self.hubject_url, "--client-cert", cc_cert,
                  "--client-key", cc_key, "--hubject-ca", ca,
                  "--listen", "127.0.0.1:{}".format(bridge_port),

@@ -8,7 +8,9 @@ simulated charge point with two EVSEs on MicroPython (host_sim.chain). The scrip
 2. an unknown card is refused with 102;
 3. an e-mobility provider's app starts a session remotely (eRoamingAuthorizeRemoteStart) ->
    the driver plugs in -> charging -> the app stops it (eRoamingAuthorizeRemoteStop);
-4. a second remote start on the occupied EVSE is answered 602.
+4. a second remote start on the occupied EVSE is answered 602;
+5. both sessions' charge detail records reach Hubject, once each (with the notifications and
+   the EVSE data and status pushes the bridge makes on the way).
 
 Each step prints a narration line, the charge point's key events and the OICP calls Hubject's
 side saw, as they happen. The exit status is 0 only if every step saw what it expected; the
@@ -19,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 from host_sim import scenario
 from host_sim.chain import Chain, ChainError
@@ -91,9 +94,19 @@ def _call(c):
     status = resp.get("AuthorizationStatus") or resp.get("Result")
     code = (resp.get("StatusCode") or {}).get("Code")
     body = c.get("body") or {}
-    return "{} {} -> HTTP {} {} {} {}".format(
-        c.get("operation"), body.get("EvseID", ""), c.get("http_status"), status, code,
-        "SessionID " + str(resp.get("SessionID") or body.get("SessionID") or "")).rstrip()
+    op = c.get("operation")
+    what = body.get("EvseID", "")
+    if op == "ChargingNotifications":
+        what += " " + str(body.get("Type"))
+    elif op == "ChargeDetailRecord":
+        what += " {} kWh".format(body.get("ConsumedEnergy"))
+    elif op in ("PushEvseData", "PushEvseStatus"):
+        records = body.get("OperatorEvseData") or body.get("OperatorEvseStatus") or {}
+        n = len(records.get("EvseDataRecord") or records.get("EvseStatusRecord") or ())
+        what = "{} {} EVSE(s)".format(body.get("ActionType"), n)
+    sid = resp.get("SessionID") or body.get("SessionID")
+    return "{} {} -> HTTP {} {} {}{}".format(op, what, c.get("http_status"), status, code,
+                                            " SessionID " + sid if sid else "")
 
 
 def _ack_code(result):
@@ -153,6 +166,20 @@ def script(n):
     n.expect(ends and ends[-1]["reason"] == "Remote" and ends[-1]["energy_kwh"] > 0,
              "the remote stop did not end the charging session: {}".format(ends))
 
+    n.say("\n* The charge detail records reach Hubject through the bridge, once each.")
+    deadline = time.monotonic() + 15
+    cdrs = []
+    while time.monotonic() < deadline:
+        cdrs = [x for x in c.oicp_calls() if x.get("operation") == "ChargeDetailRecord"
+                and (x.get("response") or {}).get("Result") is True]
+        if len({x["body"]["SessionID"] for x in cdrs}) >= 2:
+            break
+        c.sim.pump(0.2)
+    n.show()
+    sids = [x["body"]["SessionID"] for x in cdrs]
+    n.expect(sid in sids and len(sids) == len(set(sids)) == 2,
+             "the CDRs at Hubject: {}".format(sids))
+
 
 def run(interpreter="micropython", out=sys.stdout, workdir=None):
     """Play the script; returns 0 if every step went as expected."""
@@ -175,7 +202,8 @@ def run(interpreter="micropython", out=sys.stdout, workdir=None):
     log = os.path.join(workdir, "bridge.log")
     if code == 0:
         out.write("\nDemo complete: Hubject authorized a card, refused another (102), an app "
-                  "started and stopped a session, a second start was answered 602.\n")
+                  "started and stopped a session, a second start was answered 602, and both "
+                  "CDRs reached Hubject once.\n")
     out.write("The bridge's log of OICP calls (one JSON line per call): {}\n".format(log))
     out.flush()
     return code

@@ -18,7 +18,8 @@ def test_the_demo_runs_the_whole_chain_and_exits_0(tmp_path):
     for seen in ("hub AuthorizeStart DE*SIM*E0001*1 -> HTTP 200 Authorized 000",
                  '"code": "102"', "hub AuthorizeRemoteStart DE*SIM*E0001*2 -> HTTP 200 True 000",
                  "acknowledgement: 602", "hub AuthorizeRemoteStop DE*SIM*E0001*2 -> HTTP 200 "
-                 "True 000", "Demo complete", "The bridge's log of OICP calls"):
+                 "True 000", "hub ChargeDetailRecord DE*SIM*E0001*2", "hub PushEvseData",
+                 "Demo complete", "The bridge's log of OICP calls"):
         assert seen in out, seen
     log = out.rsplit("per call): ", 1)[1].strip()
     with open(log) as f:
