@@ -271,7 +271,7 @@ class Board:
 
         self.port = port
         try:
-            self.t = SerialTransport(port, baudrate=115200)
+            self.t = SerialTransport(port, baudrate=115200, timeout=timeout_s)
         except (TransportError, OSError) as e:
             raise BadInput("cannot open {}: {}".format(port, e)) from None
         try:
@@ -605,9 +605,12 @@ def _summary(items):
     """'wrote a; wrote b; staged c' -> 'wrote 2 (a, b); staged 1 (c)': every path, grouped."""
     groups = {}
     for item in items:
+        if item.startswith("switch"):  # the switch-over command: no paths of its own
+            groups[item] = None
+            continue
         verb, _, what = item.partition(" ")
         groups.setdefault(verb, []).append(what)
-    return "; ".join("{} {} ({})".format(verb, len(w), ", ".join(w))
+    return "; ".join(verb if w is None else "{} {} ({})".format(verb, len(w), ", ".join(w))
                      for verb, w in groups.items()) or "nothing"
 
 
