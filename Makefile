@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STUBS  := .stubs/esp32
 DEPS   := .deps/umqtt/simple.py
 
-.PHONY: demo test lint typecheck pytest bench soak clean mosquitto
+.PHONY: demo test lint typecheck pytest bench soak clean mosquitto flash
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,13 @@ soak: $(VENV)/.dev $(DEPS)
 	done; \
 	MPEVSE_CUTS=50 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -s \
 	  tests/test_powercut_uplink.py || rc=1; exit $$rc
+
+# Flash a charger (README "Deploy to a charger"): build, check the board, write, verify, reset.
+flash: $(VENV)/.dev $(DEPS)
+	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0 [CONFIG=FILE]" \
+	  "[AUTHLIST=FILE] [CA=FILE] [DEPLOY_FLAGS=--dry-run]"; exit 2; }
+	$(PY) -m tools.deploy --port $(PORT) $(if $(CONFIG),--config $(CONFIG)) \
+	  $(if $(AUTHLIST),--authlist $(AUTHLIST)) $(if $(CA),--ca $(CA)) $(DEPLOY_FLAGS)
 
 clean:
 	rm -rf $(VENV) .stubs .pytest_cache .ruff_cache .mypy_cache
