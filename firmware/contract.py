@@ -25,8 +25,15 @@ up (charge point -> backend)            QoS retain  payload
                                                     "Type": Start|Progress|End|Error, ...OICP
                                                     ChargingNotification fields}
   mpevse/<cp>/up/cdr                     1    no    durable: {"type": "cdr", "id":
-                                                    "cdr-<CPOPartnerSessionID>", ...OICP
-                                                    ChargeDetailRecord fields}
+                                                    "cdr-<CPOPartnerSessionID>", "auth",
+                                                    ...OICP ChargeDetailRecord fields}; "auth"
+                                                    says who authorized the session: "online"
+                                                    | "remote" (Hubject: SessionID is its),
+                                                    "local" (the operator's own list: no
+                                                    Hubject business), "cache" | "free_vend"
+                                                    (accepted without Hubject: when SessionID
+                                                    is still the local id, the backend
+                                                    post-authorizes before sending the CDR)
   mpevse/<cp>/status/<n>                 1    yes   durable: {"type": "evse_status", "id",
                                                     "EvseID", "EvseStatus"}
   mpevse/<cp>/health                     1    yes   {"outbox": durable messages waiting,

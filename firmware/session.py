@@ -265,6 +265,10 @@ class Session:
                 d["MeterValueInBetween"] = {"meterValues": [kwh(w) for w in self.meter_between]}
             if self.provider_id:
                 d["ProviderID"] = self.provider_id
+            if kind is None:
+                # how the session was authorized (contract: the bridge post-authorizes a CDR
+                # accepted without Hubject, and stores a local-list customer's itself)
+                d["auth"] = self.source
             if self.meter_fault or (self.charged() and (self.meter_start is None
                                                         or self.meter_end is None)):
                 # energy that no meter reading backs (a failed or absent meter, meter "none")

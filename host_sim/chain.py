@@ -213,8 +213,8 @@ class Chain:
         if "bridge" in self.broker_users:
             bargs += ["--broker-user", "bridge", "--broker-password",
                       self.broker_users["bridge"]]
-        self.bridge = Process("bridge", _python("tools.bridge", *(bargs + self.bridge_args)),
-                              self.oicp_log)
+        self._bridge_argv = _python("tools.bridge", *(bargs + self.bridge_args))
+        self.bridge = Process("bridge", self._bridge_argv, self.oicp_log)
         self.bridge.ready()
         self.sim = Simulation(
             interpreter=self.interpreter, evses=self.evses, local_cards=self.local_cards,
@@ -230,6 +230,20 @@ class Chain:
         for p in (self.bridge, self.hubject, self.broker):
             if p is not None:
                 p.stop()
+
+    def restart_bridge(self, kill=True):
+        """Kill (SIGKILL: no goodbye) or stop the bridge, then start it again with the same
+        flags and wait for its ready line; the simulation is pumped meanwhile."""
+        if kill:
+            self.bridge.proc.kill()
+        self.bridge.stop()
+        self.bridge = Process("bridge", self._bridge_argv, self.oicp_log)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not any(d.get("event") == "ready" for d in self.bridge.lines):
+            if time.monotonic() > deadline or self.bridge.proc.poll() is not None:
+                raise ChainError("the restarted bridge did not get ready: "
+                                 + self.bridge.stderr_tail())
+            self.sim.pump(0.05)
 
     # -- the charge point -----------------------------------------------------------------
     def wait_event(self, pred, timeout_s, start=0):

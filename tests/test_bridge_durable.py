@@ -365,6 +365,33 @@ def test_permanent_022_dead_lettered_queue_moves_on_then_replay(bridge, broker, 
     assert json.loads(out.stdout)["StatusCode"] == "400"
 
 
+def test_a_session_accepted_offline_is_post_authorized_before_its_cdr(bridge, hub, cp,
+                                                                       files):  # noqa: F811
+    """A CDR whose session the charge point accepted without Hubject ("auth" free_vend or
+    cache, SessionID still the local id): AuthorizeStart first, then the CDR with Hubject's
+    SessionID; a refusal parks it as a dead letter (energy no EMP pays for), never in the
+    operator's own store."""
+    known, stranger = session(), session(uid="0BADCAFE")  # 0BADCAFE: the simulator's 102
+    known.source = "free_vend"
+    stranger.source = "cache"
+    cdr = known.end_records(known.end_at)[1]
+    refused = stranger.end_records(stranger.end_at)[1]
+    assert cdr["SessionID"] == cdr["CPOPartnerSessionID"] and cdr["auth"] == "free_vend"
+    publish(cp, cdr)
+    publish(cp, refused)
+    acked(cp, [cdr["id"], refused["id"]])
+    starts = checked(hub, "AuthorizeStart")
+    assert {c["body"]["CPOPartnerSessionID"] for c in starts} == {known.local_id,
+                                                                  stranger.local_id}
+    sent, = checked(hub, "ChargeDetailRecord")
+    assert sent["body"]["CPOPartnerSessionID"] == known.local_id
+    assert sent["body"]["SessionID"] != known.local_id and "auth" not in sent["body"]
+    assert hub_session(hub, sent["body"]["SessionID"])["cdr"] is not None
+    dead = [r for r in lines(files["dead"]) if r["id"] == refused["id"]]
+    assert len(dead) == 1 and "post-authorization refused" in dead[0]["reason"], dead
+    assert refused["id"] not in [r["id"] for r in lines(files["store"])]
+
+
 @pytest.mark.parametrize("what,make", [
     ("future", lambda: session(end_in_s=3600)),
     ("kwh", lambda: session(wh_start=0, wh_end=1_500_000)),

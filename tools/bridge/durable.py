@@ -69,6 +69,9 @@ DONE_KEEP = 100_000  # acknowledged ids remembered (a lost ack is answered at on
 STATUS_BATCH = 200  # EVSE status records per push
 DATA_BATCH = 100  # EVSE data records per insert/update/delete push
 
+# how a session was authorized (the CDR's "auth", firmware/contract.py): these were accepted
+# without Hubject and are post-authorized before their CDR goes there
+POST_AUTHORIZE = ("free_vend", "cache")
 KIND_CDR = "cdr"
 KIND_NOTIFICATION = "notification"
 KIND_STATUS = "evse_status"
@@ -158,6 +161,8 @@ class Durable:
         self.active: set[tuple[str, str]] = set()  # (cp, id) being handled
         self.done: collections.OrderedDict = collections.OrderedDict()  # (cp, id) acked
         self.accepted_sids: collections.OrderedDict = collections.OrderedDict()
+        # CPOPartnerSessionID -> (SessionID, ProviderID) Hubject gave a CDR's post-authorization
+        self.post_authorized: collections.OrderedDict = collections.OrderedDict()
         self.lanes: dict[tuple[str, str], collections.deque] = {}
         self.tasks: set[asyncio.Task] = set()
 
@@ -268,7 +273,11 @@ class Durable:
 
     async def _cdr(self, cp: str, msg: dict, maybe_stored: bool) -> Verdict:
         if not M.is_hubject_session(msg):
-            return self._store(cp, msg)
+            if msg.get("auth") not in POST_AUTHORIZE:
+                return self._store(cp, msg)  # the operator's own customer (local list)
+            v = await self._post_authorize(cp, msg)
+            if v is not None:
+                return v
         evse = msg.get("EvseID") if isinstance(msg.get("EvseID"), str) else None
         now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
         try:
@@ -297,6 +306,54 @@ class Durable:
                 self.accepted_sids.popitem(last=False)
             self._note("note_cdr", cp)
         return v
+
+    async def _post_authorize(self, cp: str, msg: dict) -> Verdict | None:
+        """A session the charge point accepted without Hubject (offline policy, cache) ended
+        before it could be post-authorized: Hubject accepts a CDR only for a SessionID it
+        issued (fact sheet §8, §11), so ask now -- eRoamingAuthorizeStart with the session's
+        Identification, EvseID and CPOPartnerSessionID. Authorized: `msg` gets Hubject's
+        SessionID (and ProviderID) and None is returned (send the CDR). No decision: RETRY.
+        Refused: FINAL (the dead letter says so: energy delivered that no EMP pays for).
+        A restart between the AuthorizeStart and the CDR asks again (a second Hubject session
+        for the same local id; the first stays without a CDR)."""
+        key = msg.get("CPOPartnerSessionID")
+        known = self.post_authorized.get(key)
+        if known is None:
+            try:
+                op, body = oicp.authorize_body(dict(msg, type=oicp.TYPE_START),
+                                               self.operator_id)
+            except oicp.Unusable as e:
+                return Verdict(FINAL, "post-authorization impossible: " + str(e), e.code)
+            async with self.sender.sem:
+                r = await post(self.sender.hubject, op,
+                               oicp.authorize_path(op, self.operator_id), body,
+                               time.monotonic() + BUDGET_WAIT_S)
+            answer = oicp.answer_from_response(str(msg.get("id")), op, r.body) \
+                if r.error is None and r.http_status == 200 else None
+            sc = (answer or {}).get("StatusCode") or {}
+            self.log.oicp_call(op, "out", status_code=sc or None, http_status=r.http_status,
+                               latency_ms=r.latency_ms, attempts=r.attempts, cp_id=cp,
+                               id=msg.get("id"), EvseID=body["EvseID"],
+                               CPOPartnerSessionID=key, purpose="post-authorize a CDR",
+                               identification=body["Identification"],
+                               AuthorizationStatus=(answer or {}).get("AuthorizationStatus"),
+                               SessionID=(answer or {}).get("SessionID"), error=r.error)
+            if answer is None or answer.get("NoDecision"):
+                return Verdict(RETRY, "post-authorization: no decision from Hubject ({})"
+                               .format(r.error or r.http_status or sc.get("Code")),
+                               sc.get("Code"))
+            if answer.get("AuthorizationStatus") != "Authorized":
+                return Verdict(FINAL, "post-authorization refused by Hubject ({}): the "
+                               "session was accepted offline".format(sc.get("Code")),
+                               sc.get("Code"), {"response": r.body})
+            known = (answer["SessionID"], answer.get("ProviderID"))
+            self.post_authorized[key] = known
+            while len(self.post_authorized) > DONE_KEEP:
+                self.post_authorized.popitem(last=False)
+        msg["SessionID"] = known[0]
+        if known[1]:
+            msg["ProviderID"] = known[1]
+        return None
 
     def _store(self, cp: str, msg: dict) -> Verdict:
         if self.cdr_store is None:
