@@ -45,7 +45,9 @@ PORT_RETRY_MAX_MS = 8000
 def emit(ev, **fields):
     """One observable event as a JSON line on stdout (the simulator's console reads these)."""
     fields["ev"] = ev
-    sys.stdout.write(json.dumps(fields))
+    # json.dump writes piece by piece: a CDR event (~700 B) needs no string of its size, which
+    # a heap near its end cannot always give in one block (MemoryError seen at 128k, mqtt)
+    json.dump(fields, sys.stdout)
     sys.stdout.write("\n")
     if hasattr(sys.stdout, "flush"):
         sys.stdout.flush()
