@@ -319,7 +319,6 @@ class Cards:
                 self._request_failed(rid, now, out)
 
 
-
 def _parse_auth(reply):
     """Validate an authorization answer; a string says what is wrong with it."""
     if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):

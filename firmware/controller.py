@@ -44,8 +44,6 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-
-
 class Controller(Cards, Remote):
     def __init__(self, config, new_session_id):
         self._cfg = config
@@ -360,7 +358,6 @@ class Controller(Cards, Remote):
             self._error(out, i + 1, E.ERR_BAD_EVENT, "clear: EVSE is not out of service")
             return
         self._happen(i, ev.clear(now, out), now, out)
-
 
 
 # event kind -> handler; the first eight take an EVSE index, the rest are for the whole point

@@ -103,7 +103,6 @@ class Remote:
                 return
         self._reply(out, rid, False, S.SESSION_INVALID, sid if isinstance(sid, str) else None)
 
-
     def _on_local_list(self, d, now, out):
         if not isinstance(d, dict) or not isinstance(d.get("full"), bool):
             self._error(out, 0, E.ERR_LOCAL_LIST, "local_list: need an object with 'full'")
@@ -177,7 +176,3 @@ class Remote:
         if s.charging_end is None:
             s.charging_end = end
         self._finish(i, s, end, E.R_POWER_LOSS, out)
-
-
-
-# event kind -> handler; the first eight take an EVSE index, the rest are for the whole point

@@ -237,4 +237,3 @@ class Uplink:
         self.store.put("config", new)
         self.reply(C.reply(rid, True, "000", "Success", "applied at restart"))
         self.reset_requested = True
-

@@ -57,7 +57,6 @@ class Contactor:
     pulls a pulled-up input to ground).
     """
 
-
     def __init__(self, coil_pin, mirror_pin, settle_ms=SETTLE_MS, debounce_ms=DEBOUNCE_MS,
                  mirror_closed_level=1, confirm_ms=CONFIRM_MS):
         if settle_ms < 0 or debounce_ms < 0 or confirm_ms < settle_ms:

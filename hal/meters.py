@@ -174,4 +174,3 @@ class Meter:
         self.failed = self.consecutive_errors >= self.max_errors
         self.errors += 1
         return ("error", exc)
-

@@ -111,7 +111,6 @@ class Pilot:
     While the duty is DUTY_F (our own steady -12 V) poll reports nothing (module docstring).
     """
 
-
     def __init__(self, pwm, adc, divider=CP_DIVIDER, samples=SAMPLES, top=TOP_N,
                  debounce=DEBOUNCE, interval_ms=INTERVAL_MS, hysteresis_mv=HYSTERESIS_MV,
                  duty=DUTY_OFF, confirm_ms=CONFIRM_MS):
@@ -225,7 +224,6 @@ class Pilot:
 
 class Proximity:
     """PP driver: the cable's coding resistor -> its current rating (hardware.md §4.3)."""
-
 
     def __init__(self, adc, divider=PP_DIVIDER, samples=5):
         if samples < 1:

@@ -765,4 +765,3 @@ class MqttClient:
     def received(self, topic_filter: str = "#") -> list[Message]:
         with self._cond:
             return [m for m in self.messages if topic_matches(topic_filter, m.topic)]
-

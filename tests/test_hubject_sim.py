@@ -596,4 +596,3 @@ def test_identifier_regexes_agree_with_openapi(ours, theirs):
         assert bool(re.search(mine, text)) == bool(re.search(spec_re, text)), text
 
     agree()
-

@@ -42,8 +42,6 @@ def test_evse_matches_regex(s):
     assert _ok(ids.check_evse_id, s) == bool(EVSE_RE.fullmatch(s))
 
 
-
-
 @settings(max_examples=1000)
 @given(st.one_of(st.from_regex(SESSION_RE, fullmatch=True), st.text(SESSION_ALPHABET, max_size=38)))
 def test_session_matches_regex(s):

@@ -42,8 +42,6 @@ KNOWN_BUG = re.compile(r"#\s*KNOWN BUG line (\d+):(.*)")
 FAILED_LINE = re.compile(r"line (\d+):")
 
 
-
-
 def _run(path, interpreter):
     """None if every expectation was met, else the failure text (a readable diff)."""
     with open(path) as f:

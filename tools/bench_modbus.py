@@ -188,5 +188,6 @@ def main():
               "with an SDM630 Meter %d B, while reading %s B"
               % (created, steady, with_meter, steady_meter))
 
+
 if __name__ == "__main__":
     main()

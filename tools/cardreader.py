@@ -61,7 +61,6 @@ def check_enroll(path):
     read_list(path)
 
 
-
 def make_driver(kind, uart):
     if kind == "pn532":
         return PN532(uart)

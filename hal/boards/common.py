@@ -115,4 +115,3 @@ def build_off_target(config, open_port, simio, reader=None, meter=None):
             if s is not None and hasattr(s, "close"):
                 s.close()
         raise
-

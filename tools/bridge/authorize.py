@@ -83,4 +83,3 @@ class Authorizer:
         except ConnectionError as e:
             self.log.emit("error", cp_id=cp, message="answer not published: " + str(e),
                           code=answer["StatusCode"]["Code"])
-
