@@ -4,6 +4,7 @@ The esp32 board is type-checked against micropython-esp32-stubs by `make typeche
 
 import os
 import select
+import subprocess
 import threading
 import time
 import tty
@@ -15,7 +16,7 @@ from hal.boards import common, host
 from hal.boards.board import SharedBus
 from host_sim.devices.sdm import SdmBus, SdmMeter
 from host_sim.devices.simio import SimEvse, SimIo
-from tests.mpy import run_mp
+from tests.mpy import HEAP, ROOT, micropython_exe
 
 ECHO_MP = """
 import sys
@@ -23,6 +24,7 @@ sys.path.insert(0, ".")
 from hal.boards.unix import UnixUART
 from hal.compat import ticks_ms, ticks_diff, sleep_ms
 u = UnixUART(sys.argv[1], int(sys.argv[2]))
+print("open")
 want = int(sys.argv[3])
 got = 0
 t0 = ticks_ms()
@@ -96,30 +98,67 @@ def _read_until(fd, pred, timeout=5.0):
     return out
 
 
-def _run_mp_script(tmp_path, source, args, result):
-    script = tmp_path / "script.py"
-    script.write_text(source)
-    result["proc"] = run_mp([str(script)] + args, timeout=30)
+class MpScript:
+    """A MicroPython script run in the background (`micropython -X heapsize=HEAP`) whose stdout
+    lines are collected as they come, so a test waits for a line (bounded) instead of sleeping
+    for a guessed time."""
+
+    def __init__(self, tmp_path, source, args):
+        script = tmp_path / "script.py"
+        script.write_text(source)
+        self.args = [micropython_exe(), "-X", "heapsize=" + HEAP, str(script)] + list(args)
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_lines(self, *wanted, timeout=10.0):
+        """Wait until every line of `wanted` was printed, the script ended, or `timeout` (s)
+        passed. -> True if all were printed."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(w in self.lines for w in wanted):
+                return True
+            if self.proc.poll() is not None:
+                self.reader.join(timeout=5)
+                break
+            time.sleep(0.01)
+        return all(w in self.lines for w in wanted)
+
+    def finish(self, timeout=30.0):
+        """Wait for the script to end (killed after `timeout` s) -> CompletedProcess."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=5)
+        stderr = self.proc.stderr.read()
+        self.proc.stderr.close()
+        self.proc.stdout.close()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode,
+                                           "".join(line + "\n" for line in self.lines), stderr)
 
 
 def test_unix_uart_echoes_binary_bytes_under_micropython(tmp_path):
     master, slave, path = _pty()
-    result = {}
     data = bytes(range(256)) * 2  # every byte value, incl. \n \r ^C ^D XON/XOFF
-    th = threading.Thread(target=_run_mp_script,
-                          args=(tmp_path, ECHO_MP, [path, "2400", str(len(data))], result))
-    th.start()
+    script = MpScript(tmp_path, ECHO_MP, [path, "2400", str(len(data))])
     try:
-        time.sleep(0.3)
+        assert script.wait_lines("open"), script.lines  # the port is open and set up
         for k in range(0, len(data), 100):  # in chunks, so reads see partial data
             os.write(master, data[k:k + 100])
             time.sleep(0.01)
         out = _read_until(master, lambda b: len(b) >= len(data))
     finally:
-        th.join(timeout=40)
+        proc = script.finish()
         os.close(master)
         os.close(slave)
-    proc = result["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "echoed %d" % len(data) in proc.stdout
     assert out == data
@@ -128,9 +167,7 @@ def test_unix_uart_echoes_binary_bytes_under_micropython(tmp_path):
 def test_unix_board_runs_real_drivers_over_simio_under_micropython(tmp_path):
     """The firmware side under MicroPython; this test plays the simulator by hand."""
     master, slave, path = _pty()
-    result = {}
-    th = threading.Thread(target=_run_mp_script, args=(tmp_path, BOARD_MP, [path], result))
-    th.start()
+    script = MpScript(tmp_path, BOARD_MP, [path])
     seen = b""
     coil_at = None
     try:
@@ -138,16 +175,17 @@ def test_unix_board_runs_real_drivers_over_simio_under_micropython(tmp_path):
         assert seen.startswith(b"hello\n"), seen
         os.write(master, b"garbage line\ncp 1 9000 -12000\npp 1 220\nmirror 1 1\n")
         seen += _read_until(master, lambda b: b"pwm 1 267\n" in seen + b)
-        time.sleep(0.5)  # EV in B long enough for the pilot debounce and the contactor settle
+        # the EV in B until the pilot has debounced it and the contactor has settled open
+        assert script.wait_lines('["pilot", 0, "pilot", ["B", true]]',
+                                 '["contactor", 0, "open", null]'), script.lines
         os.write(master, b"cp 1 6000 -12000\n")  # the EV asks to charge
         seen += _read_until(master, lambda b: b"coil 1 1\n" in seen + b)
         coil_at = time.monotonic()
         os.write(master, b"mirror 1 0\n")  # main contacts closed
     finally:
-        th.join(timeout=40)
+        proc = script.finish()
         os.close(master)
         os.close(slave)
-    proc = result["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert coil_at is not None, seen
     lines = proc.stdout.split("\n")
