@@ -173,9 +173,7 @@ def run(target, flash_dir, ports=None, console=None):
     if shell.reset:  # the backend asked for a restart (reset, or a new config.json)
         shell.outbox.flush()  # acks held in RAM go to flash: nothing acknowledged is resent
         if target == "esp32":
-            import machine
-
-            machine.reset()
+            board.reset()  # Esp32Board.reset: machine.reset(), never returns
         from firmware.uplink import RESET_EXIT
 
         sys.exit(RESET_EXIT)  # the simulator's runner restarts the process

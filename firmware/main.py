@@ -4,12 +4,13 @@ Configuration and everything persisted live in /data on the littlefs partition. 
 configuration stops here with its message (the board was never built, nothing is energised);
 anything else that ends the firmware -- MemoryError included -- has already opened the
 contactors (app.run's safe state) and resets the board, so the next boot replays the
-persisted sessions and outbox.
+persisted sessions and outbox. The reset goes through the board module (hal.boards.esp32),
+imported only then: only hal/boards/ touches `machine` (tests/test_layering.py); by then
+app.run's frames are gone, so a collection frees the heap a MemoryError had filled.
 """
 
+import gc
 import sys
-
-import machine
 
 from firmware.app import run
 
@@ -19,4 +20,7 @@ except ValueError as e:  # config.ConfigError: names the field and the rule
     print("mpevse: not started:", e)
 except Exception as e:
     sys.print_exception(e)
-    machine.reset()
+    gc.collect()
+    from hal.boards.esp32 import reset
+
+    reset()

@@ -414,6 +414,10 @@ class _FakeMachine:
                                kw["tx"].n if "tx" in kw else None, kw["rx"].n))
 
         self.Pin, self.PWM, self.ADC, self.UART = Pin, PWM, ADC, UART
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
 
 
 def _esp32_board(monkeypatch):
@@ -454,6 +458,16 @@ def test_esp32_board_defaults_and_pin_rules(monkeypatch):
     fake.opened.clear()
     esp32.build(rdm)
     assert ("UART", 1, 9600, None, 21) in fake.opened  # RX only
+
+
+def test_esp32_reset_is_the_boards(monkeypatch):
+    """firmware/main.py (firmware died) and firmware/app.py (the backend's reset) reset the
+    ESP32 through the board module, the only place that touches `machine`."""
+    esp32, fake = _esp32_board(monkeypatch)
+    esp32.reset()
+    board = esp32.build(load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]}))
+    board.reset()
+    assert fake.resets == 2
 
 
 def test_esp32_clock_from_ntp_only_below_the_floor_and_at_most_once_a_minute(monkeypatch):

@@ -15,6 +15,7 @@ MQTT transport's thread once the network is up (Esp32Board.sync_clock), never fr
 
 import time
 
+import machine
 from machine import ADC, PWM, UART, Pin
 
 from firmware.timefmt import CLOCK_FLOOR_S
@@ -40,6 +41,12 @@ DEFAULT_DE_PIN = 4
 NTP_RETRY_MS = 60000  # while the clock is unknown, NTP is asked at most this often (ms)
 
 
+def reset():
+    """Hard-reset the ESP32 (machine.reset: like the reset button; never returns). For
+    firmware/main.py after the firmware died, when there may be no board object."""
+    machine.reset()
+
+
 class Esp32Board(Board):
     """The wired board plus the ESP32's wall clock from NTP."""
 
@@ -49,6 +56,10 @@ class Esp32Board(Board):
         self.clock_offset_s = board.clock_offset_s
         self.ntp_at = None  # ticks (ms) of the last NTP attempt; None: never
         self.ntp_error = None  # why the last attempt failed (str), None after a success
+
+    def reset(self):
+        """Hard-reset the ESP32 (never returns): the backend asked for a restart."""
+        reset()
 
     def sync_clock(self):
         """Set the RTC from NTP (`ntptime.settime()`, UTC) while it is below
