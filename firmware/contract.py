@@ -179,6 +179,35 @@ def durable_topic(cp_id, msg, evse_ids):
     raise ValueError("no topic for a durable message of type {!r}".format(kind))
 
 
+def text_field(data, key):
+    """The string value of `key` in a compact or spaced JSON object `data` (bytes) as the
+    outbox stores it, without decoding the object; None if absent. Only for keys that occur
+    once and hold a plain string (the durable messages' "type" and "EvseID": no OICP member
+    nested inside them is called so)."""
+    pat = b'"' + key.encode() + b'"'
+    i = data.find(pat)
+    if i < 0:
+        return None
+    i += len(pat)
+    n = len(data)
+    while i < n and data[i] in (32, 58):  # spaces and the colon
+        i += 1
+    if i >= n or data[i] != 34:
+        return None
+    j = i + 1
+    while j < n and data[j] != 34:
+        if data[j] == 92:  # a backslash: not a plain string
+            return None
+        j += 1
+    return data[i + 1:j].decode() if j < n else None
+
+
+def durable_topic_of(cp_id, data, evse_ids):
+    """durable_topic for a stored message's JSON text (outbox walk with raw=True)."""
+    return durable_topic(cp_id, {"type": text_field(data, "type"),
+                                 "EvseID": text_field(data, "EvseID")}, evse_ids)
+
+
 def encode(obj):
     """Compact JSON bytes; ValueError if longer than MAX_UP."""
     data = json.dumps(obj, separators=(",", ":")).encode()

@@ -526,10 +526,12 @@ class Outbox:
         while self._nlate:
             self._flush_seg(lt[0] << 16 | lt[1] << 8 | lt[2])
 
-    def _walk(self, k, slot, off):
+    def _walk(self, k, slot, off, raw=False):
         """(k, slot, end offset, msg_id, msg) of each waiting record from segment k's `slot`
         (at byte `off`) on, oldest first. The segment is opened for each record and closed
-        before it is handed out: the caller may acknowledge (and so delete) meanwhile."""
+        before it is handed out: the caller may acknowledge (and so delete) meanwhile. With
+        `raw`, msg is the record's JSON text as stored (bytes), not
+        decoded (see walk)."""
         cap = self.cap
         while k <= self._tail:
             epoch = -1
@@ -563,7 +565,7 @@ class Outbox:
                     if slot < last:
                         self._lost(k, slot, last)
                     break
-                msg_id, msg = self._parse(line, k, slot - 1)
+                msg_id, msg = self._parse(line, k, slot - 1, raw)
                 if msg_id is not None:
                     yield k, slot - 1, off, msg_id, msg
             if gone and k == self._head and k < self._tail:
@@ -571,16 +573,22 @@ class Outbox:
             k += 1
             slot = off = 0
 
-    def _parse(self, line, k, slot):
+    def _parse(self, line, k, slot, raw=False):
         """(msg_id, msg) of a record line; a damaged one is reported, copied to `bad` and
-        acknowledged (so reported once) -> (None, None)."""
+        acknowledged (so reported once) -> (None, None). With `raw`, msg is the stored JSON
+        object as bytes (the line's body, without the LF), only checked to be one."""
         i = line.find(b"\t")
         msg_id = msg = None
         if i > 0 and line[-1] == 10:
             try:
                 msg_id = json.loads(line[:i])
-                msg = json.loads(line[i + 1:])
-            except ValueError:
+                if raw:
+                    if line[i + 1] != 123 or line[-2] != 125:  # { ... }
+                        raise ValueError("not a JSON object")
+                    msg = line[i + 1:-1]
+                else:
+                    msg = json.loads(line[i + 1:])
+            except (ValueError, IndexError):
                 msg_id = None
         if _valid_id(msg_id):
             return msg_id, msg
@@ -920,13 +928,16 @@ class Outbox:
         self._ack_slot(hit[0], hit[1], durable)
         return True
 
-    def walk(self, pos=None):
+    def walk(self, pos=None, raw=False):
         """(pos, msg_id, msg) of each waiting message after position `pos` (None: from the
         oldest), oldest first, read from flash as consumed. `pos` of an item resumes right
         after it: a sender keeps the last one and walks on later, also after acks (a segment
-        that was deleted meanwhile is skipped) and adds (they come after it)."""
+        that was deleted meanwhile is skipped) and adds (they come after it). With `raw`, msg
+        is the stored JSON text (bytes) instead of a decoded dict: the
+        uplink publishes it as it is, without the dict and the re-encoded copy (~2 KB of
+        garbage per CDR, which a heap near its end at 128k could not always give)."""
         k, slot, off = (self._head, 0, 0) if pos is None else pos
-        for item in self._walk(k, slot, off):
+        for item in self._walk(k, slot, off, raw):
             yield (item[0], item[1] + 1, item[2]), item[3], item[4]
 
     def pending(self):

@@ -160,17 +160,17 @@ class Uplink:
         mqtts benchmark died of a MemoryError with 52 waiting)."""
         if len(self.inflight) >= C.WINDOW:
             return
-        walk = self.outbox.walk(self._pos)
+        walk = self.outbox.walk(self._pos, True)  # the stored JSON text is the payload
         try:
-            for pos, mid, msg in walk:
+            for pos, mid, data in walk:
                 try:
-                    topic = C.durable_topic(self.cp, msg, self.evse_ids)
-                    data = C.encode(msg)
+                    topic = C.durable_topic_of(self.cp, data, self.evse_ids)
+                    if len(data) > C.MAX_UP:
+                        raise ValueError("{} bytes > MAX_UP {}".format(len(data), C.MAX_UP))
                 except ValueError as e:  # can never be sent: said once, kept for inspection
                     self._pos = pos
                     self.out("error", kind="uplink", message="outbox {}: {}".format(mid, e))
                     continue
-                msg = None
                 if not self.t.publish(topic, data, C.QOS, topic.find("/status/") > 0):
                     return  # the transport's queue is full: this one again next time
                 self._pos = pos
