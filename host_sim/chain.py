@@ -259,6 +259,29 @@ class Chain:
                 raise ChainError("no such charge point event within {} s".format(timeout_s))
             self.sim.pump(0.02)
 
+    def until(self, probe, timeout_s, what):
+        """Pump the simulation until probe() returns something true (returned); ChainError
+        naming `what` and the last events after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = probe()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise ChainError("{} not within {} s; last events: {}".format(
+                    what, timeout_s, self.sim.events[-12:]))
+            self.sim.pump(0.02)
+
+    def event(self, ev, start=0, **fields):
+        """A probe for until(): the first charge point event `ev` from index `start` whose
+        fields equal `fields`, else None."""
+        def probe():
+            for e in self.sim.events[start:]:
+                if e["ev"] == ev and all(e.get(k) == v for k, v in fields.items()):
+                    return e
+            return None
+        return probe
+
     # -- Hubject's side -------------------------------------------------------------------
     def control(self, method, path, body=None, timeout_s=CONTROL_TIMEOUT_S):
         """A call to the Hubject simulator's control API; the JSON answer. The simulation is

@@ -11,7 +11,6 @@ stopped by unplugging, and a Hubject session cut by a power cut mid-charge.
 """
 
 import json
-import time
 
 import pytest
 
@@ -36,27 +35,11 @@ CARDS = {ROAMING: {"status": "Authorized", "code": "000", "ProviderID": PROVIDER
 USERS = {"bridge": "bridge-secret", "SIM01": "sim01-secret"}
 
 
-def _until(chain, probe, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        chain.sim.pump(0.05)
-    raise AssertionError("{} not within {} s; last events: {}".format(
-        what, timeout_s, chain.sim.events[-12:]))
-
-
-def _event(chain, ev, start, **fields):
-    return lambda: next((e for e in chain.sim.events[start:] if e["ev"] == ev
-                         and all(e.get(k) == v for k, v in fields.items())), None)
-
-
 def _charge(chain, n, seconds=2.5):
     sim = chain.sim
     start = len(sim.events)
     sim.command_line("ev {} charge".format(n))
-    _until(chain, _event(chain, "contactor", start, evse=n, closed=True), 10, "closed")
+    chain.until(chain.event("contactor", start, evse=n, closed=True), 20, "closed")
     sim.command_line("wait {}".format(seconds))
 
 
@@ -85,7 +68,7 @@ def test_a_day_every_session_one_cdr_where_it_belongs(tmp_path, interpreter):
         ended = {}
 
         def session_end(n, start):
-            e = _until(chain, _event(chain, "session_end", start, evse=n), 15, "session end")
+            e = chain.until(chain.event("session_end", start, evse=n), 30, "session end")
             ended[e["session_id"]] = e
             return e
 
@@ -138,7 +121,7 @@ def test_a_day_every_session_one_cdr_where_it_belongs(tmp_path, interpreter):
             got = {c["body"]["SessionID"] for c in cdrs}
             return (calls, cdrs) if got >= hubject_sids and _store(chain) else None
 
-        calls, cdrs = _until(chain, delivered, 60, "every CDR at its place")
+        calls, cdrs = chain.until(delivered, 90, "every CDR at its place")
         # exactly once at Hubject, with its SessionID; none for the local customer
         sids = [c["body"]["SessionID"] for c in cdrs]
         assert sorted(sids) == sorted(hubject_sids), sids
@@ -172,6 +155,6 @@ def test_a_day_every_session_one_cdr_where_it_belongs(tmp_path, interpreter):
                                   "PushEvseStatus", "PushEvseData", "AuthorizeStart"):
                 oicp_spec.assert_valid(c["operation"], c["body"])
         # and the charge point's outbox drained: everything acknowledged
-        _until(chain, lambda: [e for e in sim.events if e["ev"] == "outbox"
-                               and e.get("depth") == 0 and e["t"] > cut["t"]], 30,
+        chain.until(lambda: [e for e in sim.events if e["ev"] == "outbox"
+                               and e.get("depth") == 0 and e["t"] > cut["t"]], 60,
                "the outbox drained")

@@ -6,7 +6,6 @@ doubled: every CDR reaches Hubject exactly once, in order per EVSE, and the outb
 instances killed: tests/test_bridge_multi.py.)
 """
 
-import time
 
 import pytest
 
@@ -21,32 +20,21 @@ UIDS = sorted(CARDS)
 USERS = {"bridge": "bridge-secret", "SIM01": "sim01-secret"}
 
 
-def _until(chain, probe, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        chain.sim.pump(0.05)
-    raise AssertionError("{} not within {} s; last events: {}".format(
-        what, timeout_s, chain.sim.events[-12:]))
-
-
 def _session(chain, uid, n=1, seconds=2.0):
     """plug, tap, charge, tap again: -> the session_end event."""
     sim = chain.sim
     start = len(sim.events)
     sim.command_line("plug {}".format(n))
     sim.command_line("tap " + uid)
-    _until(chain, lambda: [e for e in sim.events[start:] if e["ev"] == "session_start"],
-           15, "session_start")
+    chain.until(lambda: [e for e in sim.events[start:] if e["ev"] == "session_start"],
+           30, "session_start")
     sim.command_line("remove")
     sim.command_line("ev {} charge".format(n))
     sim.command_line("wait {}".format(seconds))
     sim.command_line("wait 2.5")
     sim.command_line("tap " + uid)
-    end = _until(chain, lambda: next((e for e in sim.events[start:]
-                                      if e["ev"] == "session_end"), None), 15, "session_end")
+    end = chain.until(lambda: next((e for e in sim.events[start:]
+                                      if e["ev"] == "session_end"), None), 30, "session_end")
     sim.command_line("remove")
     sim.command_line("ev {} unplug".format(n))
     sim.command_line("wait 2.5")
@@ -77,20 +65,20 @@ def test_bridge_killed_mid_session_loses_and_doubles_nothing(chain):
     start = len(sim.events)
     sim.command_line("plug 1")
     sim.command_line("tap " + UIDS[0])
-    _until(chain, lambda: [e for e in sim.events[start:] if e["ev"] == "session_start"],
-           15, "session_start")
+    chain.until(lambda: [e for e in sim.events[start:] if e["ev"] == "session_start"],
+           30, "session_start")
     sim.command_line("remove")
     sim.command_line("ev 1 charge")
     sim.command_line("wait 1.5")
     chain.restart_bridge(kill=True)  # SIGKILL while the session charges
     sim.command_line("wait 2.5")
     sim.command_line("tap " + UIDS[0])
-    end = _until(chain, lambda: next((e for e in sim.events[start:]
-                                      if e["ev"] == "session_end"), None), 15, "session_end")
-    cdrs = _until(chain, lambda: [c for c in _accepted_cdrs(chain)
+    end = chain.until(lambda: next((e for e in sim.events[start:]
+                                      if e["ev"] == "session_end"), None), 30, "session_end")
+    cdrs = chain.until(lambda: [c for c in _accepted_cdrs(chain)
                                   if c["body"]["SessionID"] == end["session_id"]],
                   40, "the CDR at Hubject")
-    _until(chain, lambda: _drained(chain, end["t"]), 90, "the outbox drained")
+    chain.until(lambda: _drained(chain, end["t"]), 90, "the outbox drained")
     assert len(cdrs) == 1
     # the second bridge pushed the EVSE data again (fullLoad) before any status
     ops = [c["operation"] for c in chain.oicp_calls() if c["operation"].startswith("PushEvse")]
@@ -100,7 +88,7 @@ def test_bridge_killed_mid_session_loses_and_doubles_nothing(chain):
 def test_offline_for_a_run_of_sessions_then_everything_arrives_in_order(chain):
     sim = chain.sim
     sim.command_line("broker down")  # the charge point's network, not the broker
-    _until(chain, lambda: [e for e in sim.events if e["ev"] == "uplink"
+    chain.until(lambda: [e for e in sim.events if e["ev"] == "uplink"
                            and e.get("connected") is False], 20, "offline")
     ends = [_session(chain, UIDS[1 + k], n=1 + k % 2) for k in range(4)]
     assert not _accepted_cdrs(chain)
@@ -108,8 +96,8 @@ def test_offline_for_a_run_of_sessions_then_everything_arrives_in_order(chain):
     sim.command_line("broker up")
     # accepted offline (free vend), post-authorized once online: each session then has
     # Hubject's SessionID, and its CDR carries it
-    _until(chain, lambda: len(_accepted_cdrs(chain)) >= 4, 120, "four CDRs at Hubject")
-    _until(chain, lambda: _drained(chain, t_up), 120, "the outbox drained")
+    chain.until(lambda: len(_accepted_cdrs(chain)) >= 4, 120, "four CDRs at Hubject")
+    chain.until(lambda: _drained(chain, t_up), 120, "the outbox drained")
     cdrs = _accepted_cdrs(chain)
     assert len(cdrs) == 4, [c["body"]["CPOPartnerSessionID"] for c in cdrs]
     assert len({c["body"]["SessionID"] for c in cdrs}) == 4

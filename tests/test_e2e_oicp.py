@@ -36,23 +36,6 @@ def chain(request, tmp_path):
             yield c
 
 
-def _ev(chain, ev, start=0, **fields):
-    def pred(e):
-        return e["ev"] == ev and all(e.get(k) == v for k, v in fields.items())
-    return lambda: next((e for e in chain.sim.events[start:] if pred(e)), None)
-
-
-def _wait(chain, probe, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        chain.sim.pump(0.02)
-    raise AssertionError("{} not within {} s; events: {}".format(
-        what, timeout_s, chain.sim.events[-15:]))
-
-
 def _calls(chain, operation):
     return [c for c in chain.oicp_calls() if c.get("operation") == operation]
 
@@ -82,10 +65,10 @@ def test_card_authorized_by_hubject_charges_and_stops(chain):
     start = len(sim.events)
     sim.command_line("plug 1")
     sim.command_line("ev 1 charge")  # the EV already asks: tap -> closed is the whole chain
-    _wait(chain, _ev(chain, "state", start, evse=1), 5, "plugged")
+    chain.until(chain.event("state", start, evse=1), 5, "plugged")
     t_tap = chain.sim.now()
     sim.command_line("tap " + ROAMING)
-    closed = _wait(chain, _ev(chain, "contactor", start, evse=1, closed=True), 10, "closed")
+    closed = chain.until(chain.event("contactor", start, evse=1, closed=True), 10, "closed")
     sim.command_line("remove")
     assert closed["t"] - t_tap < 1.5, "tap -> closed took {:.3f} s".format(closed["t"] - t_tap)
     starts = _calls(chain, "AuthorizeStart")
@@ -94,12 +77,12 @@ def test_card_authorized_by_hubject_charges_and_stops(chain):
     assert body["OperatorID"] == "DE*SIM" and body["EvseID"] == EVSE1
     assert body["Identification"] == {"RFIDMifareFamilyIdentification": {"UID": ROAMING}}
     sid = starts[0]["response"]["SessionID"]
-    session = _wait(chain, _ev(chain, "session_start", start, evse=1), 5, "session_start")
+    session = chain.until(chain.event("session_start", start, evse=1), 5, "session_start")
     assert session.get("session_id") == sid
     sim.command_line("wait 3")  # past the card guard (card_guard_ms 2000 after the removal)
     sim.command_line("tap " + ROAMING)
-    _wait(chain, _ev(chain, "session_end", start, evse=1), 10, "session_end")
-    cdr = _wait(chain, _ev(chain, "cdr", start), 10, "cdr")
+    chain.until(chain.event("session_end", start, evse=1), 10, "session_end")
+    cdr = chain.until(chain.event("cdr", start), 10, "cdr")
     assert cdr["record"]["SessionID"] == sid
     # the bridge logged each OICP call with the UID masked to its last 4 hex digits
     logged = chain.bridge_lines("eRoamingAuthorizeStart")
@@ -112,11 +95,11 @@ def test_unknown_card_refused_with_102_and_the_evse_stays_usable(chain):
     start = len(sim.events)
     sim.command_line("plug 1")
     sim.command_line("tap " + STRANGER)
-    auth = _wait(chain, _ev(chain, "auth", start, evse=1, uid=STRANGER), 10, "refusal")
+    auth = chain.until(chain.event("auth", start, evse=1, uid=STRANGER), 10, "refusal")
     assert auth["result"] != "accepted" and auth["code"] == "102"
     sim.command_line("remove")
     sim.command_line("tap " + ROAMING)
-    _wait(chain, _ev(chain, "session_start", start, evse=1), 10, "session_start")
+    chain.until(chain.event("session_start", start, evse=1), 10, "session_start")
     _check_spec(chain)
 
 
@@ -130,9 +113,9 @@ def test_remote_start_plug_charge_remote_stop_and_602_on_the_occupied_evse(chain
     assert elapsed_ms < 3000, elapsed_ms
     sid = ack["SessionID"]
     sim.command_line("plug 2")
-    _wait(chain, _ev(chain, "session_start", start, evse=2), 10, "session_start")
+    chain.until(chain.event("session_start", start, evse=2), 10, "session_start")
     sim.command_line("ev 2 charge")
-    _wait(chain, _ev(chain, "contactor", start, evse=2, closed=True), 10, "closed")
+    chain.until(chain.event("contactor", start, evse=2, closed=True), 10, "closed")
     # the OCPI rule: the token of the remote start tapped at the same charge point within
     # 15 minutes is already authorized -- Hubject sees no AuthorizeStart for it
     busy = chain.remote_start(EVSE2, ROAMING, provider=PROVIDER)
@@ -141,7 +124,7 @@ def test_remote_start_plug_charge_remote_stop_and_602_on_the_occupied_evse(chain
     assert _code(repeat) == "000", "a repeated SessionID gets the same answer: {}".format(repeat)
     stop = chain.remote_stop(EVSE2, sid, provider=PROVIDER)
     assert _code(stop) == "000", stop
-    _wait(chain, _ev(chain, "session_end", start, evse=2), 10, "session_end")
+    chain.until(chain.event("session_end", start, evse=2), 10, "session_end")
     assert _calls(chain, "AuthorizeStart") == []
     _check_spec(chain)
 
@@ -152,7 +135,7 @@ def test_tap_of_the_remote_start_token_needs_no_authorize_start(chain):
     ack = chain.remote_start(EVSE1, TOKEN, provider=PROVIDER)
     assert _code(ack) == "000", ack
     sim.command_line("plug 1")
-    _wait(chain, _ev(chain, "session_start", start, evse=1), 10, "session_start")
+    chain.until(chain.event("session_start", start, evse=1), 10, "session_start")
     sim.command_line("tap " + TOKEN)  # the driver taps the contract's card at the same CP
     sim.command_line("wait 1")
     sim.command_line("remove")
@@ -179,7 +162,7 @@ def test_failures_at_hubject_refuse_the_driver_with_the_right_code(tmp_path, int
             chain.control("POST", "/faults", dict(fault, operation="AuthorizeStart", count=1))
             start = len(sim.events)
             sim.command_line("tap " + ROAMING)
-            auth = _wait(chain, _ev(chain, "auth", start, evse=1), 20, "answer to " + str(fault))
+            auth = chain.until(chain.event("auth", start, evse=1), 20, "answer to " + str(fault))
             sim.command_line("remove")
             sim.command_line("wait 2.5")  # the reader sees the card gone (no resting card)
             assert auth["result"] != "accepted", (fault, auth)
@@ -187,7 +170,7 @@ def test_failures_at_hubject_refuse_the_driver_with_the_right_code(tmp_path, int
         # still usable: the next tap is authorized
         start = len(sim.events)
         sim.command_line("tap " + ROAMING)
-        _wait(chain, _ev(chain, "session_start", start, evse=1), 10, "session_start")
+        chain.until(chain.event("session_start", start, evse=1), 10, "session_start")
 
 
 @pytest.mark.parametrize("interpreter", ["micropython"])
@@ -206,7 +189,7 @@ def test_remote_start_offline_unknown_and_malformed(tmp_path, interpreter):
         assert not [e for e in chain.sim.events[before:] if e["ev"] in ("reply", "error")
                     and "remote" in str(e)], "a malformed RemoteStart reached the charge point"
         chain.sim.command_line("broker down")
-        _wait(chain, _ev(chain, "uplink", before, connected=False), 10, "link down")
+        chain.until(chain.event("uplink", before, connected=False), 10, "link down")
         t0 = time.monotonic()
         off = chain.remote_start(EVSE1, TOKEN, provider=PROVIDER)
         assert _code(off) == "501", off
