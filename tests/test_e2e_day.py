@@ -94,7 +94,11 @@ def test_a_day_every_session_one_cdr_where_it_belongs(tmp_path, interpreter):
 
         # 3. an app's remote start, stopped by unplugging
         start = len(sim.events)
-        ack = chain.remote_start(EVSE2, TOKEN, provider=PROVIDER)
+        for _ in range(5):  # an EMP retries a 501: on two loaded cores the link may be
+            ack = chain.remote_start(EVSE2, TOKEN, provider=PROVIDER)  # reconnecting
+            if ((ack.get("body") or {}).get("StatusCode") or {}).get("Code") != "501":
+                break
+            sim.command_line("wait 3")
         assert ((ack.get("body") or {}).get("StatusCode") or {}).get("Code") == "000", ack
         sim.command_line("plug 2")
         _charge(chain, 2)

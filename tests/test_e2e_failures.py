@@ -77,7 +77,7 @@ def test_bridge_killed_mid_session_loses_and_doubles_nothing(chain):
                                       if e["ev"] == "session_end"), None), 30, "session_end")
     cdrs = chain.until(lambda: [c for c in _accepted_cdrs(chain)
                                   if c["body"]["SessionID"] == end["session_id"]],
-                  40, "the CDR at Hubject")
+                  100, "the CDR at Hubject")  # the killed bridge's unacked ones: RESEND_MS 60 s
     chain.until(lambda: _drained(chain, end["t"]), 90, "the outbox drained")
     assert len(cdrs) == 1
     # the second bridge pushed the EVSE data again (fullLoad) before any status

@@ -954,6 +954,8 @@ def main(argv=None):
     p.add_argument("--fill", type=int, default=50)
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--only", choices=("mqtt", "mqtts"),
+                   help="measure only this uplink (a quicker re-run of one figure)")
     args = p.parse_args(argv)
     which = ("cpython", "micropython") if args.interpreter == "both" else (args.interpreter,)
     report = {"mosquitto": brokers.mosquitto_available()}
@@ -993,6 +995,8 @@ def main(argv=None):
                         base["ready_heap"], base["heap"]["base"], base["heap"]["working_peak"])
                 print(line, flush=True)
                 for tls in (False, True):
+                    if args.only and args.only != ("mqtts" if tls else "mqtt"):
+                        continue
                     r = measure(interpreter, tls, args.sessions, args.fill, args.cycles, tmp)
                     report["{}/{}".format(interpreter, "mqtts" if tls else "mqtt")] = r
                     print_run(r)
