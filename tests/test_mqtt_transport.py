@@ -717,12 +717,13 @@ def test_heap_is_flat_across_50_reconnects(interpreter, rom, tmp_path, cleanup):
                    uplink_cost=start["uplink"])
     if interpreter == "micropython":
         # steady from the 2nd connection on (the 1st has no "disconnected" reason to hold yet);
-        # the conservative GC makes the figure alternate by two 32-byte blocks at most (stale
-        # words in the transport thread's frames, depending on where the sample catches it);
-        # a leak of even 16 B per connection would show as 800 B over the 50
+        # the conservative GC makes the figure alternate by a few 32-byte blocks (stale words
+        # in the transport thread's frames, depending on where the sample catches it; CI saw
+        # 22336..22432). So compare the means of the first and last ten samples, 40
+        # connections apart: a leak of even 16 B per connection moves them by 640 B
         series = [heaps[k] for k in range(2, 51)]
-        assert max(series[-10:]) <= max(series[:10]) and max(series) - min(series) <= 64, \
-            (figures, series)
+        drift = sum(series[-10:]) / 10 - sum(series[:10]) / 10
+        assert drift <= 32 and max(series) - min(series) <= 128, (figures, series)
         figures["working_heap"] = heaps[50] - start["base"]  # conservative GC: a stale word at most
     _gap_ok("50 reconnects", p, done, **figures)
 
