@@ -596,3 +596,24 @@ def test_identifier_regexes_agree_with_openapi(ours, theirs):
         assert bool(re.search(mine, text)) == bool(re.search(spec_re, text)), text
 
     agree()
+
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**7), st.floats(allow_nan=False),
+                  st.text(max_size=12), st.lists(st.integers(), max_size=2),
+                  st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(cdr_body("x")) + ["Extra", "HubOperatorID",
+                                                                "CalibrationLawVerificationInfo"]),
+                       _JUNK, max_size=3),
+       st.lists(st.sampled_from(sorted(cdr_body("x"))), max_size=2))
+def test_fast_validator_agrees_with_jsonschema(replace, drop):
+    """The compiled schema's yes/no (the simulator's fast path) is jsonschema's verdict: a body
+    it accepts has no schema problem, a body it refuses has at least one."""
+    body = cdr_body("b2b3c4d5-aaaa-bbbb-cccc-123456789abc")
+    body.update(replace)
+    for key in drop:
+        body.pop(key, None)
+    detailed = list(schemas._VALIDATORS["eRoamingChargeDetailRecord"].iter_errors(body))
+    assert schemas._valid_fast("eRoamingChargeDetailRecord", body) == (not detailed), detailed
