@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from firmware import contract as C
 from firmware import oicp_status as S
-from firmware.cards import _parse_auth
+from firmware.authorize import parse_reply as _parse_auth
 from firmware.session import ident_token
 from tools.bridge import oicp
 from tools.bridge.app import without_userinfo
@@ -307,6 +307,8 @@ BASE_CFG = {"broker": "mqtt://127.0.0.1:1883", "operator_id": OP,
     {"broker_user": "bridge"},
     {"budget": ["AuthorizeStart=0/min"]},
     {"reply_timeout_s": 30},
+    {"hubject_connections": 0},
+    {"hubject_connections": 1001},
 ])
 def test_config_refused(over):
     with pytest.raises(ConfigError):
@@ -318,6 +320,8 @@ def test_config_ok():
                      budget=["AuthorizeStart=5/min"], instance_id="b1"))
     assert cfg.hubject_url == "http://localhost:8080/api/oicp"
     assert cfg.budgets == {"eRoamingAuthorizeStart": 5} and cfg.listen_port == 0
+    assert cfg.hubject_connections == 64
+    assert build(dict(BASE_CFG, hubject_connections=200)).hubject_connections == 200
 
 
 def test_config_file_and_flags(tmp_path):

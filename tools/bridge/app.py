@@ -71,7 +71,7 @@ class Bridge:
         if cfg.hubject_url.startswith("https:"):
             tls = client_context(cfg.client_cert, cfg.client_key, cfg.hubject_ca)
         self.hubject = HubjectClient(cfg.hubject_url, tls, Budgets(cfg.budgets),
-                                     cfg.hubject_timeout_ms)
+                                     cfg.hubject_timeout_ms, cfg.hubject_connections)
         self.authorizer = Authorizer(cfg.operator_id, self.registry, self.hubject,
                                      self.link.publish, self.log)
         self.remote = RemoteService(cfg.operator_id, self.registry, self.commands, self.log,

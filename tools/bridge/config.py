@@ -17,6 +17,9 @@
                             AuthorizeStart=200/min (defaults: Hubject's AUP, tools.bridge.budget)
     --hubject-timeout-ms N  longest wait for Hubject (default 8000; also bounded by each
                             request's ttl_ms)
+    --hubject-connections N  keep-alive HTTPS connections to Hubject, at most (default 64,
+                            1..1000): the most calls in flight at once, so with Hubject
+                            answering in L ms the bridge calls at most N * 1000 / L per s
     --reply-timeout-s S     longest wait for a charge point's reply to a remote command
                             (default 8, at most 10)
     --share-group NAME      subscribe work topics as $share/NAME/... (several instances)
@@ -46,11 +49,14 @@ from tools.bridge.hubject import check_url, is_loopback
 from tools.bridge.server import MAX_REPLY_TIMEOUT_S, REPLY_TIMEOUT_S
 
 DEFAULT_HUBJECT_TIMEOUT_MS = 8000
+# 64 calls in flight: with Hubject answering in ~200 ms that is ~320 calls/s, past the AUP's
+# per-operation budgets (tools/bridge/budget.py); aiohttp's own default (100) would also do.
+DEFAULT_HUBJECT_CONNECTIONS = 64
 
 KEYS = ("broker", "broker_ca", "broker_user", "broker_password", "operator_id", "hubject_url",
         "client_cert", "client_key", "hubject_ca", "listen", "server_cert", "server_key",
-        "client_ca", "instance_id", "budget", "hubject_timeout_ms", "reply_timeout_s",
-        "share_group", "admin_listen", "site", "cdr_store", "dead_letter")
+        "client_ca", "instance_id", "budget", "hubject_timeout_ms", "hubject_connections",
+        "reply_timeout_s", "share_group", "admin_listen", "site", "cdr_store", "dead_letter")
 
 
 class ConfigError(ValueError):
@@ -76,6 +82,7 @@ class Config:
     instance_id: str = "bridge"
     budgets: dict[str, int] = field(default_factory=dict)
     hubject_timeout_ms: int = DEFAULT_HUBJECT_TIMEOUT_MS
+    hubject_connections: int = DEFAULT_HUBJECT_CONNECTIONS  # --hubject-connections
     reply_timeout_s: float = REPLY_TIMEOUT_S
     share_group: str | None = None
     admin_host: str | None = None  # --admin-listen: loopback only
@@ -92,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
         flag = "--" + key.replace("_", "-")
         if key == "budget":
             p.add_argument(flag, action="append", metavar="OP=N/min")
-        elif key in ("hubject_timeout_ms",):
+        elif key in ("hubject_timeout_ms", "hubject_connections"):
             p.add_argument(flag, type=int)
         elif key == "reply_timeout_s":
             p.add_argument(flag, type=float)
@@ -181,6 +188,10 @@ def build(values: dict) -> Config:
     timeout_ms = int(values.get("hubject_timeout_ms") or DEFAULT_HUBJECT_TIMEOUT_MS)
     if not 100 <= timeout_ms <= 60000:
         raise ConfigError("--hubject-timeout-ms must be 100..60000")
+    connections = values.get("hubject_connections")
+    connections = DEFAULT_HUBJECT_CONNECTIONS if connections is None else int(connections)
+    if not 1 <= connections <= 1000:
+        raise ConfigError("--hubject-connections must be 1..1000")
     reply_s = float(values.get("reply_timeout_s") or REPLY_TIMEOUT_S)
     if not 0 < reply_s <= MAX_REPLY_TIMEOUT_S:
         raise ConfigError("--reply-timeout-s must be in (0, {}]".format(MAX_REPLY_TIMEOUT_S))
@@ -207,6 +218,7 @@ def build(values: dict) -> Config:
         hubject_ca=values.get("hubject_ca"), server_cert=values.get("server_cert"),
         server_key=values.get("server_key"), client_ca=values.get("client_ca"),
         instance_id=instance, budgets=budgets, hubject_timeout_ms=timeout_ms,
+        hubject_connections=connections,
         reply_timeout_s=reply_s, share_group=values.get("share_group"),
         admin_host=admin_host, admin_port=admin_port, site=values.get("site"),
         cdr_store=values.get("cdr_store"), dead_letter=values.get("dead_letter"))

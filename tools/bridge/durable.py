@@ -614,7 +614,8 @@ async def replay(cfg, path: str, out) -> int:
     tls = None
     if cfg.hubject_url.startswith("https:"):
         tls = client_context(cfg.client_cert, cfg.client_key, cfg.hubject_ca)
-    client = HubjectClient(cfg.hubject_url, tls, Budgets(cfg.budgets), cfg.hubject_timeout_ms)
+    client = HubjectClient(cfg.hubject_url, tls, Budgets(cfg.budgets), cfg.hubject_timeout_ms,
+                           cfg.hubject_connections)
     await client.start()
     sender = Sender(client, log)
     site = site_mod.load(cfg.site, cfg.operator_id) if cfg.site else None

@@ -77,16 +77,18 @@ class Outcome:
 
 class HubjectClient:
     def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None, budgets: Budgets,
-                 timeout_ms: int):
+                 timeout_ms: int, connections: int = 64):
         self.base = check_url(base_url)
         self.ssl = ssl_context if self.base.startswith("https:") else None
         self.budgets = budgets
         self.timeout_s = timeout_ms / 1000.0
+        self.connections = connections  # the keep-alive pool's size: calls in flight, at most
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else False,
-                                         limit=32, keepalive_timeout=60)
+                                         limit=self.connections,
+                                         keepalive_timeout=60)
         self.session = aiohttp.ClientSession(
             connector=connector, json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
             headers={"Accept": "application/json"})
