@@ -133,7 +133,7 @@ def run(target, flash_dir, ports=None, console=None):
     store = Store(flash_dir)
     cfg, board = build_board(target, flash_dir, ports or {})
     gc.collect()
-    from firmware.shell import Shell, emit, mem_alloc
+    from firmware.shell import Shell, mem_alloc
 
     code = uplink_code(cfg, mem_alloc)
     gc.collect()
@@ -142,7 +142,7 @@ def run(target, flash_dir, ports=None, console=None):
     shell.boot(ticks_ms())
     gc.collect()
     shell.heap_base = base
-    emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc(), uplink_code=code)
+    board.emit("ready", boot_ms=ticks_diff(ticks_ms(), start), heap=mem_alloc(), uplink_code=code)
     if console is not None:
         console = Console(console)
     try:
@@ -159,7 +159,7 @@ def run(target, flash_dir, ports=None, console=None):
                 if line == "":  # stdin closed: the simulator is gone, stop cleanly
                     shell.running = False
                 elif isinstance(line, tuple):
-                    emit("error", kind="console", message=line[1])
+                    shell.out("error", kind="console", message=line[1])
                 else:
                     shell.command(line, ticks_ms())
                 line = console.line() if shell.running else None
@@ -202,7 +202,7 @@ def main(argv):
         opts, ports = parse_args(argv)
         run(opts["board"], opts["flash"], ports, console=sys.stdin)
     except (ValueError, OSError) as e:  # config.ConfigError is a ValueError naming the field
-        from firmware.shell import emit
+        from hal.boards.board import json_line as emit  # perhaps no board yet: stdout
 
         emit("error", kind="config" if type(e).__name__ == "ConfigError" else "startup",
              message=str(e))

@@ -9,16 +9,15 @@ together.
 """
 
 import gc
-import json
 import os
-import sys
 
 from firmware import events as E
 from firmware.controller import Controller
 from firmware.ids import IdError, new_session_id, normalize_uid
-from firmware.session import KEY_PREFIX, Session, is_session_id, record_key
+from firmware.session import KEY_PREFIX, Session, is_session_id, migrate, record_key
 from firmware.store import Outbox
 from firmware.timefmt import CLOCK_FLOOR_S
+from hal import kinds as K
 from hal.compat import ticks_add, ticks_diff
 from hal.iec61851 import DUTY_OFF
 
@@ -42,26 +41,17 @@ PORT_RETRY_MIN_MS = 500
 PORT_RETRY_MAX_MS = 8000
 
 
-def emit(ev, **fields):
-    """One observable event as a JSON line on stdout (the simulator's console reads these)."""
-    fields["ev"] = ev
-    # json.dump writes piece by piece: a CDR event (~700 B) needs no string of its size, which
-    # a heap near its end cannot always give in one block (MemoryError seen at 128k, mqtt)
-    json.dump(fields, sys.stdout)
-    sys.stdout.write("\n")
-    if hasattr(sys.stdout, "flush"):
-        sys.stdout.flush()
-
-
 class Shell:
-    """Owns the board, the core, the store and the outbox; runs one control-loop pass at a time."""
+    """Owns the board, the core, the store and the outbox; runs one control-loop pass at a time.
+    Every observable event goes to `out(ev, **fields)`: the board's sink (`board.emit`, one
+    JSON line on stdout off target) unless a test passes its own."""
 
-    def __init__(self, cfg, board, store, out=emit, transport=None):
+    def __init__(self, cfg, board, store, out=None, transport=None):
         self.cfg = cfg
         self.board = board
         self.store = store
         self.outbox = Outbox(store)
-        self.out = out
+        self.out = out = board.emit if out is None else out
         self.core = Controller(cfg, lambda: new_session_id(os.urandom(16)))
         self.uplink = None  # firmware.uplink.Uplink when config "uplink.url" is set
         self.reset = False  # the backend asked for a restart (reset / config change)
@@ -162,24 +152,26 @@ class Shell:
         aside as `bad.<key>` (for inspection, never read again), reported once naming its
         fields, and replaced by its repair -- written before the core sees it, so the next
         boot finds a sound record or none. A record of the older per-EVSE form
-        (`session.<n>`) moves to its session's own key the same way."""
+        (`session.<n>`) moves to its session's own key the same way, and one with the short
+        keys of older firmware is rewritten with the OICP names (session.migrate)."""
         store = self.store
-        raw = store.get(key)
-        if raw is None:
+        found = store.get(key)
+        if found is None:
             return  # unreadable JSON: Store.get moved it aside and listed it in problems
+        raw = migrate(found) if isinstance(found, dict) else found
         evse_ids = [e["evse_id"] for e in self.cfg["evses"]]
         tail = key[len(KEY_PREFIX):]
         n = None
         if tail.isdigit():
             n = int(tail)
-        elif isinstance(raw, dict) and raw.get("evse_id") in evse_ids:
-            n = evse_ids.index(raw["evse_id"]) + 1
+        elif isinstance(raw, dict) and raw.get("EvseID") in evse_ids:
+            n = evse_ids.index(raw["EvseID"]) + 1
         elif len(evse_ids) == 1:
             n = 1
         if n is None or not 1 <= n <= len(evse_ids) or not isinstance(raw, dict):
             self.out("error", kind=E.ERR_RESTORE, message="{}: not a session record of this "
                      "charge point, kept as bad.{}".format(key, key))
-            store.put("bad." + key, raw)
+            store.put("bad." + key, found)
             store.put(key, None)
             return
         # a lost local id: the key still names it (or a fresh one for the old per-EVSE form)
@@ -189,8 +181,8 @@ class Shell:
         if bad:
             self.out("error", evse=n, kind=E.ERR_RESTORE, message="{}: {}; kept as bad.{}"
                      .format(key, "; ".join(bad), key))
-            store.put("bad." + key, raw)
-        if bad or new_key != key:
+            store.put("bad." + key, found)
+        if bad or new_key != key or raw is not found:
             raw = s.to_record()
             store.put(new_key, raw)
             if new_key != key:
@@ -203,22 +195,14 @@ class Shell:
         then the due housekeeping: PP look, core deadline, hourly cache purge, and a
         controlled GC point once a second whose live heap the `heap` command reports."""
         b = self.board
-        out = self.out
         for i in range(len(b.pilots)):
             ev = b.pilots[i].poll(now)
             if ev is not None:
-                state, diode = ev[1]
-                out("pilot", evse=i + 1, state=state, diode_ok=diode)
-                self.feed(E.EV_PILOT, i + 1, ev[1], now)
+                self.on_driver(i + 1, ev, now)
         for i in range(len(b.contactors)):
             ev = b.contactors[i].poll(now)
             if ev is not None:
-                if ev[1] is not None:  # confirmed, but after the settle window: a warning
-                    out("error", evse=i + 1, kind="contactor_slow", message="contactor {} after "
-                        "{} ms, later than its settle window: slow or worn contacts".format(
-                            "released" if ev[0] == "open" else "closed", ev[1]))
-                out("mirror", evse=i + 1, state=ev[0])
-                self.feed(E.EV_CONTACTOR, i + 1, ev[0], now)
+                self.on_driver(i + 1, ev, now)
         ev = None
         if b.reader is not None and self._port_up("reader", now):  # reader type "none"
             try:
@@ -226,40 +210,22 @@ class Shell:
             except OSError as e:  # the port vanished: a reader failure, charging goes on
                 self._port_failed("reader", e, now)
         if ev is not None:
-            kind, data = ev
-            if kind == "tap":
-                uid = data[0]  # the driver gives the OICP form (RDM6300: 0000 + EM4100 id)
-                out("card", uid=uid, bytes=data[1])
-                self.feed(E.EV_CARD, 0, uid, now)
-            elif kind == "gone":
-                self.feed(E.EV_CARD_GONE, 0, None, now)
-            elif kind == "unusable":  # the reasons of hal.pn532.why_unusable (not imported)
-                out("error", kind="reader", message="card {} unusable: {}".format(data, (
-                    "random UID (a phone or an emulated card)"
-                    if len(data) == 8 and data.startswith("08")
-                    else "a {}-byte UID has no OICP form (4, 7 or 10 bytes)".format(
-                        len(data) // 2))))
-            elif kind == "failed":
-                self.feed(E.EV_READER, 0, "failed", now)
-                out("error", kind="reader", message="reader failed: {}".format(data))
-            elif kind == "ok":
-                self._port_works("reader")
-                self.feed(E.EV_READER, 0, "ok", now)
+            self.on_driver(0, ev, now)
         if b.bus is not None:  # Modbus meters share one bus: the SharedBus takes turns
             ev = None
             if self._port_up("meter", now):
                 try:
-                    ev = b.bus.poll(now)
+                    ev = b.bus.poll(now)  # (meter index, event)
                 except OSError as e:  # the bus's port vanished: every meter on it failed
                     self._port_failed("meter", e, now)
             if ev is not None:
-                self._on_meter(ev[0], ev[1], now)
+                self.on_driver(ev[0] + 1, ev[1], now)
         else:
             for i in range(len(b.meters)):
                 if b.meters[i] is not None:  # meter type "none"
                     ev = b.meters[i].poll(now)
                     if ev is not None:
-                        self._on_meter(i, ev, now)
+                        self.on_driver(i + 1, ev, now)
         if ticks_diff(now, self.next_pp) >= 0:
             self.next_pp = ticks_add(now, PP_EVERY_MS)
             for i, pp in enumerate(b.proximity):
@@ -340,18 +306,65 @@ class Shell:
             del self.ports_down[which]
             self.out("port", which=which, state="up")  # its failure was an error event
 
-    def _on_meter(self, i, ev, now):
-        """A reading, or an error; the fault is fed once when the driver declares the meter
-        failed (after its own count of consecutive errors) and cleared by the next reading."""
-        if ev[0] == "reading":
+    def on_driver(self, n, ev, now):
+        """The one place where a driver's event (hal.kinds: `(kind, data)`) becomes core events
+        and JSON lines. `n` is the EVSE number of the pilot, contactor or meter that reported
+        (1-based), 0 for the charge point's one reader.
+
+          PILOT      -> "pilot" line, EV_PILOT (state, diode_ok)
+          CONTACTOR  -> "mirror" line (+ "contactor_slow" error if late), EV_CONTACTOR state
+          TAP        -> "card" line, EV_CARD uid       GONE -> EV_CARD_GONE
+          UNUSABLE   -> "reader" error line only (the core never sees a card it cannot use)
+          FAILED     -> EV_READER "failed", "reader" error line
+          OK         -> EV_READER "ok" (and a reopened reader port is up again)
+          READING    -> EV_METER energy_wh (EV_METER_OK first if the meter was down)
+          ERROR      -> EV_METER_FAULT once, when the driver declares the meter failed (after
+                        its own count of consecutive errors); the next reading clears it
+        """
+        kind, data = ev
+        out = self.out
+        if kind == K.PILOT:
+            state, diode = data
+            out("pilot", evse=n, state=state, diode_ok=diode)
+            self.feed(E.EV_PILOT, n, data, now)
+        elif kind == K.CONTACTOR:
+            state, late = data
+            if late is not None:  # confirmed, but after the settle window: a warning
+                out("error", evse=n, kind="contactor_slow", message="contactor {} after "
+                    "{} ms, later than its settle window: slow or worn contacts".format(
+                        "released" if state == "open" else "closed", late))
+            out("mirror", evse=n, state=state)
+            self.feed(E.EV_CONTACTOR, n, state, now)
+        elif kind == K.TAP:
+            uid, nbytes = data  # the driver gives the OICP form (RDM6300: 0000 + EM4100 id)
+            out("card", uid=uid, bytes=nbytes)
+            self.feed(E.EV_CARD, 0, uid, now)
+        elif kind == K.GONE:
+            self.feed(E.EV_CARD_GONE, 0, None, now)
+        elif kind == K.UNUSABLE:  # the reasons of hal.pn532.why_unusable (not imported)
+            out("error", kind="reader", message="card {} unusable: {}".format(data, (
+                "random UID (a phone or an emulated card)"
+                if len(data) == 8 and data.startswith("08")
+                else "a {}-byte UID has no OICP form (4, 7 or 10 bytes)".format(
+                    len(data) // 2))))
+        elif kind == K.FAILED:
+            self.feed(E.EV_READER, 0, "failed", now)
+            out("error", kind="reader", message="reader failed: {}".format(data))
+        elif kind == K.OK:
+            self._port_works("reader")
+            self.feed(E.EV_READER, 0, "ok", now)
+        elif kind == K.READING:
             self._port_works("meter")
-            if self.meter_failed[i]:
-                self.meter_failed[i] = False
-                self.feed(E.EV_METER_OK, i + 1, None, now)
-            self.feed(E.EV_METER, i + 1, ev[1]["energy_wh"], now)
-        elif ev[0] == "error" and self.board.meters[i].failed and not self.meter_failed[i]:
-            self.meter_failed[i] = True
-            self.feed(E.EV_METER_FAULT, i + 1, str(ev[1]), now)
+            if self.meter_failed[n - 1]:
+                self.meter_failed[n - 1] = False
+                self.feed(E.EV_METER_OK, n, None, now)
+            self.feed(E.EV_METER, n, data["energy_wh"], now)
+        elif kind == K.ERROR:
+            if self.board.meters[n - 1].failed and not self.meter_failed[n - 1]:
+                self.meter_failed[n - 1] = True
+                self.feed(E.EV_METER_FAULT, n, str(data), now)
+        else:
+            raise KeyError(kind)  # not in hal.kinds: a driver bug, not bad input
 
     # -- actions -----------------------------------------------------------------------
     def feed(self, kind, evse, data, now):

@@ -8,12 +8,13 @@ debounce) the verdict is
 
 Timing after a command (switch at t = 0; times in ms):
   t < settle_ms                 no verdict: the contacts are moving.
-  settle_ms <= t                the mirror agrees with the command -> ("open"|"closed", late_ms):
+  settle_ms <= t                the mirror agrees with the command -> "open"|"closed", late_ms:
                                 late_ms None if the mirror's last edge came within settle_ms,
                                 else the ms from the command to that edge (a slow contactor:
                                 worth a warning, not a fault).
   settle_ms <= t < confirm_ms   the mirror still disagrees -> no verdict yet: wait.
-  confirm_ms <= t               the mirror still disagrees -> ("welded"|"stuck_open", None).
+  confirm_ms <= t               the mirror still disagrees -> "welded"|"stuck_open", None.
+A verdict is the event (CONTACTOR, (verdict, late_ms)) (hal.kinds).
 Release and make use the same confirmation time: a release that needs more than a second is no
 healthy contactor, and a make verdict (stuck_open) has no safety cost in waiting (the mains are
 open). OpenEVSE tests for a stuck relay 1000 ms after opening and checks ground 1000 ms after
@@ -32,6 +33,7 @@ Facts: ../shared/reference/hardware.md §5.
 """
 
 from hal.compat import const, ticks_diff
+from hal.kinds import CONTACTOR
 
 # OpenEVSE waits 250 ms for its relay to settle; contactors pull in within tens of ms, so a
 # quarter second covers the slow ones with margin. The coil itself switches at once: this window
@@ -48,8 +50,8 @@ STUCK_OPEN = "stuck_open"
 
 
 class Contactor:
-    """Non-blocking contactor driver: `set(closed, now)` switches, `poll(now)` returns verdicts
-    `(state, late_ms)` (see the module docstring) or None.
+    """Non-blocking contactor driver: `set(closed, now)` switches, `poll(now)` returns None or
+    a verdict `(CONTACTOR, (state, late_ms))` (see the module docstring).
 
     `settle_ms`, `confirm_ms` (config `contactor.settle_ms` / `contactor.weld_confirm_ms`) and
     `debounce_ms` are in ms, confirm_ms >= settle_ms. `mirror_closed_level` is the pin value that
@@ -94,7 +96,7 @@ class Contactor:
             self._raw_since = now
 
     def poll(self, now):
-        """Sample the mirror once; None, or a verdict (state, late_ms) as the module says."""
+        """Sample the mirror once; None, or (CONTACTOR, (state, late_ms)) as the module says."""
         raw = 1 if self._mirror.value() else 0
         if raw != self._raw:
             self._raw = raw
@@ -126,4 +128,4 @@ class Contactor:
             return None
         self.state = state
         self._due = False
-        return (state, late)
+        return (CONTACTOR, (state, late))

@@ -9,6 +9,7 @@ through a float.
 import struct
 
 from hal.compat import const, ticks_add, ticks_diff
+from hal.kinds import ERROR, READING, REGISTERS
 
 # Register types and word orders: the numbers of hal.meter_models (U16..F32, HI_/LO_FIRST).
 _I16 = const(2)
@@ -98,8 +99,9 @@ def field_value(regs, i, key, typ, order, exp, sentinels=False):
 class Meter:
     """Cycles through a model's requests on a ModbusMaster it owns.
 
-    `poll(now)` -> None | ("reading", dict) | ("error", exc). After `max_errors` consecutive
-    errors `failed` is True (the firmware raises a meter fault); one good reading clears it.
+    `poll(now)` -> None | (READING, dict) | (ERROR, exc) (hal.kinds). After `max_errors`
+    consecutive errors `failed` is True (the firmware raises a meter fault); one good reading
+    clears it.
     """
 
     def __init__(self, master, model, address, interval_ms=1000, max_errors=3):
@@ -142,8 +144,9 @@ class Meter:
         event = self.master.poll(now)
         if event is None:
             return None
-        if event[0] == "ok":
-            regs = event[1]
+        kind, data = event
+        if kind == REGISTERS:
+            regs = data
             values = self._values
             try:
                 for key, off, typ, order, exp in self.plan[self._idx][3]:
@@ -159,8 +162,8 @@ class Meter:
             self.failed = False
             self.readings += 1
             values["energy_kwh"] = round(values["energy_wh"] / 1000, 3)
-            return ("reading", values)
-        return self._error(event[1])
+            return (READING, values)
+        return self._error(data)
 
     def abort(self):
         """Drop the cycle in progress (its bus was restarted); the next poll starts a new one."""
@@ -173,4 +176,4 @@ class Meter:
         self.consecutive_errors += 1
         self.failed = self.consecutive_errors >= self.max_errors
         self.errors += 1
-        return ("error", exc)
+        return (ERROR, exc)

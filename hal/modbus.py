@@ -9,6 +9,7 @@ Frame facts: reference/hardware.md section 3.4 (CRC low byte first, t3.5, except
 """
 
 from hal.compat import const, ticks_add, ticks_diff
+from hal.kinds import ERROR, REGISTERS
 
 FC_READ_HOLDING = const(0x03)
 FC_READ_INPUT = const(0x04)
@@ -137,7 +138,8 @@ def parse_response(buf, n, slave, fc, count):
 class ModbusMaster:
     """One outstanding request at a time on one RS-485 bus.
 
-    `start(...)` queues a read; `poll(now)` returns None, ("ok", registers) or ("error", err).
+    `start(...)` queues a read; `poll(now)` returns None, (REGISTERS, registers) or
+    (ERROR, err) (hal.kinds).
     `busy` is True from `start` until that event, which comes within `timeout_ms` of `start`
     (ModbusBusBusy: the line never fell silent for t3.5 to send) or of the send (the answer, a
     frame error, a time-out, or "garbage" when only bytes that were no answer of ours came):
@@ -290,7 +292,7 @@ class ModbusMaster:
                                       "within %d ms" % (garbage, self._slave, self.timeout_ms))
                 raise ModbusTimeout(
                     "no answer from slave %d within %d ms" % (self._slave, self.timeout_ms))
-            return ("ok", parse_response(
+            return (REGISTERS, parse_response(
                 memoryview(self._rx)[start:], length, self._slave, self._fc, self._count))
         except ModbusError as e:
             return self._fail(now, e)
@@ -299,4 +301,4 @@ class ModbusMaster:
         """End the request with `err` (counted); the master is ready for the next one."""
         self._receiving = self.busy = False
         self.errors += 1
-        return ("error", err)
+        return (ERROR, err)

@@ -33,6 +33,7 @@ Facts: shared/reference/hardware.md §4.1 (levels), §4.5 (diode check), §4.6 (
 
 from hal.compat import const, ticks_diff
 from hal.iec61851 import DUTY_F, DUTY_OFF, PWM_HZ, pp_cable_amps
+from hal.kinds import PILOT
 
 # ADC microvolts -> CP millivolts: cp_mv = (uv / 1000 - offset_mv) * gain. The default maps
 # -12 V .. +12 V onto 250 .. 2250 mV, inside the ESP32's 11 dB linear range (150 .. 2450 mV).
@@ -104,7 +105,7 @@ def classify(high_mv, previous=None, hysteresis_mv=HYSTERESIS_MV):
 
 
 class Pilot:
-    """CP driver: `set_duty(permille)` and `poll(now) -> None | ("pilot", (state, diode_ok))`.
+    """CP driver: `set_duty(permille)` and `poll(now) -> None | (PILOT, (state, diode_ok))`.
 
     diode_ok is True/False with PWM on in B/C/D, None otherwise (steady +-12 V cannot show the
     diode, and A/E/F have none to check) -- None is falsy, so "close only if diode_ok" is safe.
@@ -172,7 +173,7 @@ class Pilot:
         self.low_mv = cp_mv_from_uv(lo // n, self._divider)
 
     def poll(self, now):
-        """None, or ("pilot", (state, diode_ok)) when either changed; nothing at DUTY_F."""
+        """None, or (PILOT, (state, diode_ok)) when either changed; nothing at DUTY_F."""
         if self.duty == DUTY_F:
             return None  # our own -12 V: nothing to learn about the EV (module docstring)
         if self._last is not None and ticks_diff(now, self._last) < self._wait:
@@ -219,7 +220,7 @@ class Pilot:
         self._state = new_state
         self._diode = new_diode
         self.state = (new_state, new_diode)
-        return ("pilot", self.state)
+        return (PILOT, self.state)
 
 
 class Proximity:

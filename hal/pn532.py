@@ -11,15 +11,18 @@ every `poll_interval_ms`, with InRelease after each card found. On a time-out or
 it aborts the command with an ACK frame, drops what it buffered, and starts again from the
 wake-up, with exponential back-off while the reader keeps failing.
 
-Events (at most one per poll): ("tap", (uid_hex, nbytes)) when a card enters the field,
-("gone", uid_hex) after `gone_after` consecutive empty polls, ("unusable", uid_hex) for a random
-UID (4 bytes starting 0x08: phones, emulated cards) or one that is not 4, 7 or 10 bytes long, once
-per presence (`why_unusable` says which), ("failed", reason) when no
-valid answer came for `fail_after_ms`, ("ok", None) on the first valid answer after that.
+Events (at most one per poll; kinds and shapes in hal.kinds): (TAP, (uid_hex, nbytes)) when a
+card enters the field, (GONE, uid_hex) after `gone_after` consecutive empty polls,
+(UNUSABLE, uid_hex) for a random UID (4 bytes starting 0x08: phones, emulated cards) or one that
+is not 4, 7 or 10 bytes long, once per presence (`why_unusable` says which), (FAILED, reason)
+when no valid answer came for `fail_after_ms`, (OK, None) on the first valid answer after that.
 A card held across a reader failure is not reported twice: presence survives the failure.
+Facts: ../shared/reference/hardware.md §1.2 (wake-up), §1.5 (the command frames), §1.6
+(RFConfiguration items), §1.7 (the InListPassiveTarget reply).
 """
 
 from hal.compat import const, ticks_add, ticks_diff
+from hal.kinds import FAILED, GONE, OK, TAP, UNUSABLE
 from hal.pn532_frames import ACK, ACK_FRAME, DATA, ERROR, NACK, TFI_CHIP, FrameParser, build_frame
 
 CMD_GET_FIRMWARE_VERSION = const(0x02)
@@ -28,13 +31,25 @@ CMD_RF_CONFIGURATION = const(0x32)
 CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
 CMD_IN_RELEASE = const(0x52)
 
-SAM_NORMAL = build_frame(b"\x14\x01\x00\x00")  # normal mode, no virtual-card timeout, no IRQ
+SAM_MODE_NORMAL = const(0x01)
+RF_ITEM_MAX_RETRIES = const(0x05)  # RFConfiguration CfgItem: MxRtyATR, MxRtyPSL, MxRtyPassiveAct
+BRTY_106K_TYPE_A = const(0x00)  # InListPassiveTarget baud rate / modulation: ISO 14443 type A
+
+# SAMConfiguration: normal mode, no virtual-card timeout, no IRQ pin
+SAM_NORMAL = build_frame(bytes((CMD_SAM_CONFIGURATION, SAM_MODE_NORMAL, 0x00, 0x00)))
 # 55 55 then zeros: the 55s wake the HSU, the 00s give it time (and are valid preamble bytes).
 # One write: the zeros double as the frame's preamble.
 WAKE_AND_SAM = b"\x55\x55" + bytes(16) + SAM_NORMAL
-GET_FIRMWARE_VERSION = build_frame(b"\x02")
-IN_LIST_PASSIVE_TARGET = build_frame(b"\x4a\x01\x00")  # MaxTg 1, BrTy 106 kbps type A
-IN_RELEASE = build_frame(b"\x52\x00")  # Tg 0 = all targets
+GET_FIRMWARE_VERSION = build_frame(bytes((CMD_GET_FIRMWARE_VERSION,)))
+# MaxTg 1 (one card at a time), 106 kbps type A
+IN_LIST_PASSIVE_TARGET = build_frame(bytes((CMD_IN_LIST_PASSIVE_TARGET, 1, BRTY_106K_TYPE_A)))
+IN_RELEASE = build_frame(bytes((CMD_IN_RELEASE, 0x00)))  # Tg 0 = all targets
+
+
+def rf_max_retries(retries):
+    """RFConfiguration frame: MxRtyATR FF (the default), MxRtyPSL 01, MxRtyPassiveActivation
+    `retries` -- finite, so an InListPassiveTarget without a card answers NbTg=0."""
+    return build_frame(bytes((CMD_RF_CONFIGURATION, RF_ITEM_MAX_RETRIES, 0xFF, 0x01, retries)))
 
 
 class UnusableUid(ValueError):
@@ -70,7 +85,7 @@ def parse_target(payload):
 
 
 def why_unusable(uid_hex):
-    """The reason an ("unusable", uid_hex) event's UID cannot be used, for a message."""
+    """The reason an (UNUSABLE, uid_hex) event's UID cannot be used, for a message."""
     if len(uid_hex) == 8 and uid_hex.startswith("08"):
         return "random UID (a phone or an emulated card): drawn anew at every tap"
     return "a %d-byte UID has no OICP form (4, 7 or 10 bytes)" % (len(uid_hex) // 2)
@@ -82,7 +97,9 @@ _FIRMWARE = const(1)
 _RF_CONFIG = const(2)
 _POLL = const(3)
 _RELEASE = const(4)
-_PHASE_CMDS = b"\x14\x02\x32\x4a\x52"  # the command byte each phase sends
+# the command byte each phase sends (its reply's command byte is this + 1)
+_PHASE_CMDS = bytes((CMD_SAM_CONFIGURATION, CMD_GET_FIRMWARE_VERSION, CMD_RF_CONFIGURATION,
+                     CMD_IN_LIST_PASSIVE_TARGET, CMD_IN_RELEASE))
 
 
 class PN532:
@@ -108,12 +125,11 @@ class PN532:
         self.fail_after_ms = fail_after_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
-        # What each phase writes. RFConfiguration item 0x05: MxRtyATR FF (default),
-        # MxRtyPSL 01, MxRtyPassiveActivation = retries.
+        # What each phase writes, in phase order.
         self._frames = (
             WAKE_AND_SAM,
             GET_FIRMWARE_VERSION,
-            build_frame(bytes((CMD_RF_CONFIGURATION, 0x05, 0xFF, 0x01, retries))),
+            rf_max_retries(retries),
             IN_LIST_PASSIVE_TARGET,
             IN_RELEASE,
         )
@@ -126,7 +142,7 @@ class PN532:
         self.bad_replies = 0  # InListPassiveTarget replies with unusable target data
         self.polls = 0
         self.stale = 0  # bytes found waiting before a command and thrown away
-        self.failed = False  # no valid answer for fail_after_ms (reported as "failed")
+        self.failed = False  # no valid answer for fail_after_ms (reported as FAILED)
         self.present = None  # UID hex of the card in the field (None if none or a random UID)
         self._phase = _WAKE
         self._busy = False
@@ -139,7 +155,7 @@ class PN532:
         self._aborted = False
         self._fails = 0  # consecutive aborted exchanges
         self._reason = None
-        self._pending = None  # an event held back because "ok" went first
+        self._pending = None  # an event held back because OK went first
         self._present = None  # raw UID bytes of the card in the field (random ones too)
         self._present_random = False
         self._empty = 0
@@ -177,13 +193,13 @@ class PN532:
         since = self._trouble_since
         if not self.failed and since is not None and ticks_diff(now, since) >= self.fail_after_ms:
             self.failed = True
-            return ("failed", self._reason)
+            return (FAILED, self._reason)
         return None
 
     def restart(self, now, reason="port failed"):
         """Its port failed and was (or will be) opened again: start over from the wake-up and
         count as failed (the shell has reported the failure), so the first valid answer on the
-        new port reports ("ok", None). A card in the field stays present."""
+        new port reports (OK, None). A card in the field stays present."""
         self.parser.reset()
         self._busy = False
         self._phase = _WAKE
@@ -233,7 +249,7 @@ class PN532:
                 try:
                     uid = parse_target(payload)
                 except UnusableUid as e:
-                    uid = e.uid  # a card, reported "unusable" by _card
+                    uid = e.uid  # a card, reported UNUSABLE by _card
                 except ValueError:
                     self.bad_replies += 1
                     uid = False
@@ -249,7 +265,7 @@ class PN532:
             self.failed = False
             self._reason = None
             self._pending = ev
-            return ("ok", None)
+            return (OK, None)
         return ev
 
     # -- presence ---------------------------------------------------------------------------
@@ -258,7 +274,7 @@ class PN532:
         self._present = self.present = None
         self._present_random = False
         self._empty = 0
-        return None if old is None else ("gone", old)
+        return None if old is None else (GONE, old)
 
     def _card(self, uid):
         self._empty = 0
@@ -277,9 +293,9 @@ class PN532:
         self._present_random = random
         uid_hex = self._present.hex().upper()
         if unusable:  # once per presence; why_unusable(uid_hex) says why
-            return ("unusable", uid_hex)
+            return (UNUSABLE, uid_hex)
         self.present = uid_hex
-        return ("tap", (uid_hex, len(uid)))
+        return (TAP, (uid_hex, len(uid)))
 
     # -- sending and recovery -----------------------------------------------------------------
     def _send(self, now):

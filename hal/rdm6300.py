@@ -4,8 +4,11 @@ Frame: 0x02, 10 ASCII hex digits (5 data bytes: version/customer byte + 4-byte t
 2 ASCII hex digits of checksum (XOR of the 5 data bytes), 0x03. A byte-wise state machine
 resyncs on the next 0x02 after anything malformed; bytes outside valid frames are counted.
 
+Events (kinds and shapes in hal.kinds): (TAP, (uid, 5)), (GONE, uid), (FAILED, reason) and
+(OK, None), at most one per poll.
+
 UID format: what the chip means is the driver's business, so the event carries the OICP UID,
-nbytes = 5 (`("tap", ("0000100086F444", 5))`). OICP only takes 8/14/20 hex chars, so the 5 data
+nbytes = 5 (`(TAP, ("0000100086F444", 5))`). OICP only takes 8/14/20 hex chars, so the 5 data
 bytes (10 hex chars) map losslessly to 14 chars by prefixing `0000` (`oicp_uid`): a 7-byte
 "UID" whose manufacturer byte is 00, which no ISO 14443 card carries, so it cannot collide with
 a real 7-byte UID. Keeping the version byte avoids collisions between customers; an EMP must
@@ -19,15 +22,16 @@ continuous module that is the card leaving; with a standard module "gone" follow
 anew — either way one tap per presentation.
 
 The module cannot be polled, so silence is "no card"; a stream of bytes that never forms a
-valid frame (wrong baud rate, noise) is a failure: ("failed", "garbage") after
-`fail_after_garbage` such bytes, ("ok", None) at the next valid frame. Silence since start is
+valid frame (wrong baud rate, noise) is a failure: (FAILED, "garbage") after
+`fail_after_garbage` such bytes, (OK, None) at the next valid frame. Silence since start is
 reported once, though: no valid frame within `silent_after_ms` of the first poll (or of a
-`restart`) gives ("failed", "no valid frame ...") -- nothing attached, or a reader of another
-protocol (a PN532 only speaks when spoken to); the first valid frame gives ("ok", None). After
+`restart`) gives (FAILED, "no valid frame ...") -- nothing attached, or a reader of another
+protocol (a PN532 only speaks when spoken to); the first valid frame gives (OK, None). After
 one valid frame, silence is only "no card" again.
 """
 
 from hal.compat import const, ticks_diff
+from hal.kinds import FAILED, GONE, OK, TAP
 
 STX = const(0x02)
 ETX = const(0x03)
@@ -124,11 +128,11 @@ class RDM6300:
             self._since = None  # said once
             if not self._failed:
                 self._failed = True
-                return ("failed", "no valid frame in %d s: nothing attached, or not an RDM6300"
+                return (FAILED, "no valid frame in %d s: nothing attached, or not an RDM6300"
                         % (self.silent_after_ms // 1000))
         if self._present is not None and ticks_diff(now, self._last_seen) >= self.removal_ms:
             old, self._present = self._present, None
-            return ("gone", old)
+            return (GONE, old)
         return None
 
     def _receive(self, now):
@@ -150,7 +154,7 @@ class RDM6300:
                     return ev
         if not self._failed and self._junk_run >= self.fail_after_garbage:
             self._failed = True
-            return ("failed", "garbage")
+            return (FAILED, "garbage")
         return None
 
     def _junk(self, n):
@@ -207,14 +211,14 @@ class RDM6300:
         ev = None
         if uid != self._present:
             if self._present is not None:
-                ev = ("gone", self._present)
-                self._events.append(("tap", (uid, 5)))
+                ev = (GONE, self._present)
+                self._events.append((TAP, (uid, 5)))
             else:
-                ev = ("tap", (uid, 5))
+                ev = (TAP, (uid, 5))
             self._present = uid
         if self._failed:
             self._failed = False
             if ev is not None:
                 self._events.insert(0, ev)
-            return ("ok", None)
+            return (OK, None)
         return ev

@@ -7,11 +7,12 @@ samples `pin.value()` and counts a rising edge once the level has stayed high fo
 cover S0), so shorter highs are glitches. In IRQ mode the same figure is the minimum spacing of
 two accepted edges (contact bounce).
 
-Events are those of `hal.meters.Meter`: ("reading", {"energy_wh", "energy_kwh", "power_w"})
-every `report_ms`.
+Events are those of `hal.meters.Meter` (hal.kinds): (READING, {"energy_wh", "energy_kwh",
+"power_w"}) every `report_ms`; an S0 input has no errors to report.
 """
 
 from hal.compat import const, ticks_add, ticks_diff, ticks_ms
+from hal.kinds import READING
 
 _MS_PER_HOUR_X_WH_PER_KWH = const(3600000000)  # 3.6e6 ms/h * 1000 Wh/kWh
 
@@ -113,4 +114,4 @@ class S0Meter:
         self._next_report = ticks_add(self._next_report, self.report_ms)
         if ticks_diff(now, self._next_report) >= 0:  # fell far behind: don't burst
             self._next_report = ticks_add(now, self.report_ms)
-        return ("reading", self.reading(now))
+        return (READING, self.reading(now))

@@ -70,7 +70,7 @@ def test_a_local_card_charges_and_the_cdr_lands_in_the_outbox(tmp_path):
     shell, events, store = make_shell(tmp_path)
     b = shell.board
     shell.boot(0)
-    b.contactors[0].queue.append(("open", None))
+    b.contactors[0].queue.append(("contactor", ("open", None)))
     b.pilots[0].queue.append(("pilot", ("B", None)))
     b.meters[0].queue.append(("reading", {"energy_wh": 1000}))
     t = run(shell, 20)
@@ -143,7 +143,7 @@ def test_a_session_open_at_power_cut_is_closed_at_boot_with_one_cdr(tmp_path):
     shell, events, store = make_shell(tmp_path)
     b = shell.board
     shell.boot(0)
-    b.contactors[0].queue.append(("open", None))
+    b.contactors[0].queue.append(("contactor", ("open", None)))
     b.pilots[0].queue.append(("pilot", ("C", None)))
     b.meters[0].queue.append(("reading", {"energy_wh": 100}))
     t = run(shell, 20)

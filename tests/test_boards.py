@@ -57,6 +57,8 @@ while ticks_diff(ticks_ms(), t0) < 8000:
         ev = drivers[0].poll(now)
         if ev is None:
             continue
+        if kind == "contactor":
+            ev = ev[1]  # (CONTACTOR, (state, late_ms)): the verdict
         print(json.dumps([kind, 0, ev[0], ev[1]]))
         if kind == "pilot" and ev[1] == ("C", True):
             board.contactors[0].set(True, now)
@@ -70,13 +72,14 @@ print("TIMEOUT")
 
 
 def poll_all(board, now):
-    """Poll every driver once, as the shell does -> [(kind, evse index, event)]."""
+    """Poll every driver once, as the shell does -> [(kind, evse index, event)]; a contactor's
+    event is its verdict (state, late_ms)."""
     out = []
     for kind, drivers in (("pilot", board.pilots), ("contactor", board.contactors)):
         for i, d in enumerate(drivers):
             ev = d.poll(now)
             if ev is not None:
-                out.append((kind, i, ev))
+                out.append((kind, i, ev[1] if kind == "contactor" else ev))
     got = board.bus.poll(now)
     if got is not None:
         out.append(("meter", got[0], got[1]))
@@ -507,3 +510,33 @@ def test_esp32_clock_from_ntp_only_below_the_floor_and_at_most_once_a_minute(mon
     assert board.sync_clock() is True and board.ntp_error is None
     assert board.wall_clock() == CLOCK_FLOOR_S + 5
     assert board.sync_clock() is True and len(tries) == 2  # a set clock is left alone
+
+
+def test_board_emit_is_one_json_line_on_stdout(capsys):
+    """Off target the event sink is the board's: one JSON line, the fields then "ev", exactly
+    as the simulator and the tests read it."""
+    from hal.boards.board import Board
+
+    Board(None, [], [], [], [], None).emit("card", uid="04A2B3C4", bytes=4)
+    assert capsys.readouterr().out == '{"uid": "04A2B3C4", "bytes": 4, "ev": "card"}\n'
+
+
+def test_esp32_emit_keeps_events_in_a_ring_and_prints_only_errors(monkeypatch, capsys):
+    """On the ESP32 stdout is the REPL UART: events go to the bounded RAM ring (the oldest
+    overwritten, whole lines read back), only "ready"/"error" are printed too."""
+    esp32, _ = _esp32_board(monkeypatch)
+    board = esp32.build(load({"cp_id": "CP1", "evses": [{"evse_id": "DE*ABC*E0001"}]}))
+    board.emit("pilot", evse=1, state="B", diode_ok=True)
+    board.emit("error", kind="reader", message="reader failed: no answer")
+    assert capsys.readouterr().out == \
+        '{"kind": "reader", "message": "reader failed: no answer", "ev": "error"}\n'
+    assert board.log.lines() == ['{"evse": 1, "state": "B", "diode_ok": true, "ev": "pilot"}',
+                                 '{"kind": "reader", "message": "reader failed: no answer", '
+                                 '"ev": "error"}']
+    for i in range(200):  # ~40 bytes each: the ring (LOG_BYTES) wraps several times
+        board.emit("status", evse=1, status=str(i))
+    lines = board.log.lines()
+    assert lines[-1] == '{"evse": 1, "status": "199", "ev": "status"}', lines[-1]
+    assert all(line.endswith('"ev": "status"}') for line in lines)  # no cut line
+    assert sum(len(line) + 1 for line in lines) <= esp32.LOG_BYTES
+    assert board.log.count == 202 and capsys.readouterr().out == ""

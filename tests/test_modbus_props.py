@@ -8,6 +8,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hal.kinds import ERROR, REGISTERS
 from hal.meter_models import F32, HI_FIRST
 from hal.meters import MeterValueError, field_value, float32_scaled_int
 from hal.modbus import ModbusError, ModbusMaster
@@ -42,7 +43,7 @@ def _still_works(master, uart, t):
     uart.responder = lambda req: [(5, reply_frame(1, 4, (7, 8)))]
     master.start(1, 4, 0x48, 2, t + 1)
     event, _ = drive(master, uart, start=t + 1, limit_ms=400)
-    assert event == ("ok", (7, 8)), event
+    assert event == (REGISTERS, (7, 8)), event
 
 
 @settings(max_examples=300, deadline=None)
@@ -51,11 +52,11 @@ def _still_works(master, uart, t):
 def test_random_bytes_give_only_specific_errors_or_real_frames(data, cuts, delays, count):
     master, uart, event, t = _exchange(_chunks(data, cuts, delays), count)
     kind, payload = event
-    if kind == "ok":
+    if kind == REGISTERS:
         assert len(payload) == count
         assert reply_frame(1, 4, payload) in data  # only a CRC-valid frame in the input
     else:
-        assert kind == "error" and isinstance(payload, ModbusError), event
+        assert kind == ERROR and isinstance(payload, ModbusError), event
     _still_works(master, uart, t)
 
 
@@ -66,7 +67,7 @@ def test_good_frame_behind_garbage_and_splits_is_read(regs, garbage, cuts, delay
     # Chunks at most 4 ms apart: less than t3.5 (6 ms in ticks at 9600 Bd), so one frame.
     frame = reply_frame(1, fc, regs)
     master, uart, event, t = _exchange(_chunks(garbage + frame, cuts, delays), len(regs), fc)
-    assert event == ("ok", tuple(regs)), (event, garbage.hex())
+    assert event == (REGISTERS, tuple(regs)), (event, garbage.hex())
     _still_works(master, uart, t)
 
 
@@ -79,7 +80,7 @@ def test_corrupt_frame_is_never_a_reading(regs, data):
     cuts = data.draw(st.lists(st.integers(0, 300), max_size=5))
     delays = data.draw(st.lists(st.integers(0, 15), min_size=1, max_size=5))
     master, uart, event, t = _exchange(_chunks(bytes(frame), cuts, delays), len(regs))
-    assert event[0] == "error" and isinstance(event[1], ModbusError), event
+    assert event[0] == ERROR and isinstance(event[1], ModbusError), event
     _still_works(master, uart, t)
 
 

@@ -143,7 +143,8 @@ def test_driver_survives_a_chip_talking_nonsense(replies, chunk):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=30), st.integers(0, 3), st.integers(1, 30))
 def test_driver_reports_only_uids_from_valid_replies(body, nbtg, chunk):
-    """Valid ILPT frames with arbitrary target data: a tap only for a well-formed 4/7/10 UID."""
+    """Valid ILPT frames with arbitrary target data: a tap only for a well-formed 4/7/10 UID;
+    a complete UID of another length up to 10 bytes is reported unusable (hal.pn532)."""
 
     class OddChip(FakePN532Uart):
         def reply(self, cmd, params):
@@ -160,11 +161,13 @@ def test_driver_reports_only_uids_from_valid_replies(body, nbtg, chunk):
         if ev is not None and ev[0] in ("tap", "unusable"):
             taps.append(ev)
         t = ticks_add(t, 5)
-    if nbtg == 0 or len(body) < 5 or body[4] not in (4, 7, 10) or len(body) < 5 + body[4]:
+    if nbtg == 0 or len(body) < 5 or not 1 <= body[4] <= 10 or len(body) < 5 + body[4]:
         assert taps == []
     else:
         uid = body[5 : 5 + body[4]]
         assert len(taps) == 1
+        random = body[4] == 4 and uid[0] == 0x08  # drawn anew at each activation
+        assert taps[0][0] == ("tap" if body[4] in (4, 7, 10) and not random else "unusable")
         assert uid.hex().upper() in (taps[0][1] if taps[0][0] == "unusable" else taps[0][1][0])
 
 

@@ -15,6 +15,7 @@ if "." not in sys.path:
     sys.path.insert(0, ".")
 
 from hal.compat import MICROPYTHON  # noqa: E402
+from hal.kinds import READING  # noqa: E402
 from hal.meter_models import MODELS, plan_requests  # noqa: E402
 from hal.meters import Meter  # noqa: E402
 from hal.modbus import ModbusMaster, crc16, parse_response, t35_us, wire_us  # noqa: E402
@@ -116,7 +117,7 @@ def bench_polls(cycles=200):
         if dt > worst:
             worst = dt
         if ev is not None:
-            if ev[0] != "reading":
+            if ev[0] != READING:
                 raise RuntimeError("bench slave failed: %r" % (ev,))
             readings += 1
         now += 1

@@ -19,6 +19,7 @@ import os
 import sys
 
 from firmware.authlists import LocalList
+from hal import kinds as K
 from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_diff, ticks_ms
 from hal.pn532 import PN532, why_unusable
@@ -116,7 +117,7 @@ def run(args, out=sys.stdout, err=sys.stderr):
             sleep_ms(2)
             continue
         kind, data = ev
-        if kind == "tap":
+        if kind == K.TAP:
             uid, nbytes = data
             print(tap_line(args.reader, uid, nbytes), file=out, flush=True)
             if args.enroll:
@@ -127,12 +128,12 @@ def run(args, out=sys.stdout, err=sys.stderr):
             taps += 1
             if args.count and taps >= args.count:
                 return 0
-        elif kind == "failed":
+        elif kind == K.FAILED:
             print("cardreader: {} reader on {} failed: {}; retrying".format(
                 args.reader, args.port, data), file=err, flush=True)
-        elif kind == "ok":
+        elif kind == K.OK:
             print("cardreader: {} reader is back".format(args.reader), file=err, flush=True)
-        elif kind == "unusable":
+        elif kind == K.UNUSABLE:
             print("cardreader: card {} unusable: {}; ignored".format(data, why_unusable(data)),
                   file=err, flush=True)
 

@@ -20,6 +20,7 @@ import serial
 
 from hal.boards.host import HostUART
 from hal.compat import sleep_ms, ticks_ms
+from hal.kinds import READING
 from hal.meter_models import MODELS
 from hal.meters import Meter, MeterValueError
 from hal.modbus import ModbusBusBusy, ModbusError, ModbusException, ModbusMaster, ModbusTimeout
@@ -101,7 +102,7 @@ def run(args, out=sys.stdout, err=sys.stderr):
                 sleep_ms(1)
                 continue
             kind, data = event
-            if kind == "reading":
+            if kind == READING:
                 print(reading_line(data), file=out, flush=True)
                 printed += 1
                 continue

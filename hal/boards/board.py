@@ -2,7 +2,26 @@
 
 The wiring (`hal.boards.common` and the per-target board module) is boot-time code the shell
 drops once the board is built, so nothing here may reference it.
+
+The event sink belongs to the board (`Board.emit`): off target (unix port, CPython) every
+observable event is one JSON line on stdout, which the simulator and the tests read; the ESP32
+board keeps them in RAM instead (hal.boards.esp32: its stdout is the REPL UART).
 """
+
+import json
+import sys
+
+
+def json_line(ev, **fields):
+    """One observable event as one JSON line on stdout: the fields, then "ev" (the simulator's
+    console reads these). Also what app.py says when it fails before a board exists."""
+    fields["ev"] = ev
+    # json.dump writes piece by piece: a CDR event (~700 B) needs no string of its size, which
+    # a heap near its end cannot always give in one block (MemoryError seen at 128k, mqtt)
+    json.dump(fields, sys.stdout)
+    sys.stdout.write("\n")
+    if hasattr(sys.stdout, "flush"):
+        sys.stdout.flush()
 
 
 class SharedBus:
@@ -28,7 +47,8 @@ class SharedBus:
         self._owner = None
 
     def poll(self, now):
-        """-> None | (meter index, event)."""
+        """-> None | (meter index, (kind, data)): the event of the meter that reported (a
+        multiplexer, not a driver: the index says which meter's poll the event came from)."""
         meters = self.meters
         if self._owner is not None:
             i = self._owner
@@ -65,6 +85,12 @@ class Board:
         # whose serial devices can vanish: a USB-serial adapter unplugged); see reopen
         self.openers = {}
         self.close_errors = 0  # ports that failed even to close (already gone)
+
+    def emit(self, ev, **fields):
+        """The event sink: one observable event (`ev` its name, the fields JSON values). Here
+        one JSON line on stdout (`json_line`); a board whose stdout costs the control loop
+        time overrides it (hal.boards.esp32)."""
+        json_line(ev, **fields)
 
     def reopen(self, which):
         """Open the port of `which` ("reader" or "meter") again after it failed and give it to

@@ -11,8 +11,18 @@ Mirror contact: an NC auxiliary contact between the input and GND with the pull-
 use an external one there. Facts: shared/reference/hardware.md §6.2, §6.3.
 Wall clock: the RTC restarts at the epoch with the power; NTP (`ntptime`) sets it from the
 MQTT transport's thread once the network is up (Esp32Board.sync_clock), never from the loop.
+
+Events (Esp32Board.emit): stdout is the REPL on UART0, where a JSON line of 60-100 bytes takes
+5-9 ms on the wire at 115200 Bd (10 bits a byte), which the write waits for once the UART's FIFO
+is full -- inside the control loop, which must answer a pilot change within one pass. So every
+event goes into `EventLog`, a ring of LOG_BYTES in RAM allocated once at boot (the last ~20-40
+events; code that holds the board -- the uplink, a console -- reads `board.log.lines()`), and
+only the rare events a person at the REPL needs (PRINTED: "ready", "error") are printed as
+well. An event that cannot be encoded for want of heap is counted in `log_dropped`, never
+raised: logging must not stop charging.
 """
 
+import json
 import time
 
 import machine
@@ -39,6 +49,45 @@ DEFAULT_DE_PIN = 4
 
 
 NTP_RETRY_MS = 60000  # while the clock is unknown, NTP is asked at most this often (ms)
+LOG_BYTES = 2048  # the in-RAM event ring (bytes of JSON lines)
+PRINTED = ("ready", "error")  # events also printed on the REPL UART
+
+
+class EventLog:
+    """A ring of the last JSON event lines in one bytearray allocated once: `add(line)` copies
+    a line in (the oldest are overwritten), `lines()` -> the whole lines held, oldest first."""
+
+    def __init__(self, size=LOG_BYTES):
+        self.buf = bytearray(size)
+        self.end = 0  # where the next byte goes
+        self.wrapped = False
+        self.count = 0  # lines added since boot
+
+    def add(self, line):
+        buf = self.buf
+        size = len(buf)
+        data = line.encode() + b"\n"
+        n = len(data)
+        if n > size:  # a line longer than the ring: its tail
+            data = data[n - size:]
+            n = size
+        i = self.end
+        k = size - i if n > size - i else n
+        buf[i:i + k] = data[:k]
+        if k < n:
+            buf[0:n - k] = data[k:]
+        if i + n >= size:
+            self.wrapped = True
+        self.end = (i + n) % size
+        self.count += 1
+
+    def lines(self):
+        buf = self.buf
+        if not self.wrapped:
+            return bytes(buf[:self.end]).decode().splitlines()
+        data = bytes(buf[self.end:]) + bytes(buf[:self.end])
+        cut = data.find(b"\n")  # the oldest line was partly overwritten: drop it
+        return data[cut + 1:].decode().splitlines()
 
 
 def reset():
@@ -54,12 +103,27 @@ class Esp32Board(Board):
         Board.__init__(self, board.reader, board.meters, board.contactors, board.pilots,
                        board.proximity, board.bus)
         self.clock_offset_s = board.clock_offset_s
+        self.log = EventLog()
+        self.log_dropped = 0  # events not logged for want of heap
         self.ntp_at = None  # ticks (ms) of the last NTP attempt; None: never
         self.ntp_error = None  # why the last attempt failed (str), None after a success
 
     def reset(self):
         """Hard-reset the ESP32 (never returns): the backend asked for a restart."""
         reset()
+
+    def emit(self, ev, **fields):
+        """The event sink on the ESP32: into the RAM ring, printed only if in PRINTED (module
+        docstring). The line has the same JSON as off target."""
+        fields["ev"] = ev
+        try:
+            line = json.dumps(fields)
+        except MemoryError:  # a CDR line (~700 B) in a fragmented heap: count it, charge on
+            self.log_dropped += 1
+            return
+        self.log.add(line)
+        if ev in PRINTED:
+            print(line)
 
     def sync_clock(self):
         """Set the RTC from NTP (`ntptime.settime()`, UTC) while it is below

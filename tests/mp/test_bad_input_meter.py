@@ -2,6 +2,7 @@
 every request within its deadline with a specific error and the meter is declared failed
 (the CDR side: test_bad_input_cdr). Runs on CPython and MicroPython."""
 
+from hal.kinds import ERROR
 from hal.meters import Meter
 from hal.modbus import ModbusBusBusy, ModbusError, ModbusMaster, ModbusTimeout
 from tests.mp.test_modbus_fake import FakeUart, drive, reply_frame
@@ -38,7 +39,7 @@ def test_peers_table_each_ends_within_its_deadline_with_its_error():
         m = ModbusMaster(uart, 9600, timeout_ms=200)
         m.start(1, 4, 0, 2, 0)
         (kind, err), t = drive(m, uart, limit_ms=1000)
-        assert kind == "error" and type(err) is cls, (what, err)
+        assert kind == ERROR and type(err) is cls, (what, err)
         assert words in str(err), (what, str(err))
         assert t <= 200 + 10 + m.gap_ms, (what, t)  # the deadline, plus the request's wire time
         assert not m.busy and m.errors == 1, what

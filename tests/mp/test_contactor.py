@@ -1,11 +1,13 @@
 """Contactor driver: verdicts from coil command + mirror contact, with explicit `now` (no clock).
 
-Verdicts are (state, late_ms): a mirror that agrees with the command after the settle window
+A poll returns None or (CONTACTOR, (state, late_ms)) (hal.kinds); `verdict` checks the kind and
+gives the verdict (state, late_ms): a mirror that agrees with the command after the settle window
 but before the confirmation time gives the right state with late_ms, a weld / stuck_open needs
 the mirror to disagree still at the confirmation time (hal/contactor.py)."""
 
 from hal.compat import ticks_add
 from hal.contactor import CONFIRM_MS, DEBOUNCE_MS, SETTLE_MS, Contactor
+from hal.kinds import CONTACTOR
 
 
 class FakePin:
@@ -18,6 +20,15 @@ class FakePin:
             return self.v
         self.v = v
         self.writes.append(v)
+
+
+def verdict(c, now):
+    """c.poll(now) -> None or its verdict (state, late_ms), the event's kind checked."""
+    ev = c.poll(now)
+    if ev is None:
+        return None
+    assert ev[0] == CONTACTOR, ev
+    return ev[1]
 
 
 SETTLE = 100
@@ -40,7 +51,7 @@ def run(script, mirror0=1, start=0, step=5, late=None):
     t = start
     for when, action, arg in script:
         while t < start + when:
-            ev = c.poll(t)
+            ev = verdict(c, t)
             if ev is not None:
                 seen.append((t - start, ev[0]))
                 if late is not None:
@@ -155,21 +166,21 @@ def test_works_across_tick_wrap():
     coil, mirror = FakePin(), FakePin(1)
     c = Contactor(coil, mirror, settle_ms=SETTLE, debounce_ms=DEBOUNCE)
     t0 = ticks_add(0, -50)  # 50 ms before this platform's tick counter wraps
-    assert c.poll(t0) is None
-    assert c.poll(ticks_add(t0, SETTLE)) == ("open", None)
+    assert verdict(c, t0) is None
+    assert verdict(c, ticks_add(t0, SETTLE)) == ("open", None)
     c.set(True, ticks_add(t0, SETTLE))
     mirror.v = 0
-    assert c.poll(ticks_add(t0, SETTLE + 10)) is None
-    assert c.poll(ticks_add(t0, 2 * SETTLE - 1)) is None
-    assert c.poll(ticks_add(t0, 2 * SETTLE)) == ("closed", None)
+    assert verdict(c, ticks_add(t0, SETTLE + 10)) is None
+    assert verdict(c, ticks_add(t0, 2 * SETTLE - 1)) is None
+    assert verdict(c, ticks_add(t0, 2 * SETTLE)) == ("closed", None)
 
 
 def test_active_low_mirror():
     coil, mirror = FakePin(), FakePin(0)  # 0 = aux contact closed (pulls input to ground)
     c = Contactor(coil, mirror, settle_ms=0, debounce_ms=0, mirror_closed_level=0)
-    assert c.poll(0) == ("open", None)
+    assert verdict(c, 0) == ("open", None)
     mirror.v = 1
-    assert c.poll(1) == ("welded", None)
+    assert verdict(c, 1) == ("welded", None)
 
 
 def test_bad_timings_rejected():
@@ -204,7 +215,7 @@ def mains_after(command, delay, settle=SETTLE, confirm=CONFIRM, debounce=DEBOUNC
     c = Contactor(coil, mirror, settle_ms=settle, debounce_ms=debounce, confirm_ms=confirm)
     t_cmd = 1000
     if command is False:
-        c.poll(0)
+        verdict(c, 0)
         c.set(True, 0)
     out = []
     for t in range(0, t_cmd + (until or confirm + 200)):
@@ -214,7 +225,7 @@ def mains_after(command, delay, settle=SETTLE, confirm=CONFIRM, debounce=DEBOUNC
             c.set(command, t)
         if delay is not None and t == t_cmd + delay:
             mirror.v = 0 if command else 1
-        ev = c.poll(t)
+        ev = verdict(c, t)
         if ev is not None and t >= t_cmd:
             out.append((t - t_cmd, ev[0], ev[1]))
     assert coil.v == (1 if command else 0)
@@ -299,7 +310,7 @@ def test_reversal_inside_the_confirmation_window_judges_the_latest_command():
     # mirror agrees with "closed" -- no weld, and the verdict follows the new window
     coil, mirror = FakePin(), FakePin(1)
     c = Contactor(coil, mirror, settle_ms=S, debounce_ms=D, confirm_ms=C)
-    c.poll(0)
+    verdict(c, 0)
     c.set(True, 0)
     mirror.v = 0
     seen = []
@@ -308,7 +319,7 @@ def test_reversal_inside_the_confirmation_window_judges_the_latest_command():
             c.set(False, t)
         if t == 1000 + S + 50:
             c.set(True, t)
-        ev = c.poll(t)
+        ev = verdict(c, t)
         if ev is not None:
             seen.append((t, ev))
     assert seen == [(S, ("closed", None)), (1000 + 2 * S + 50, ("closed", None))], seen
@@ -319,14 +330,14 @@ def test_late_is_not_fooled_by_a_stamp_a_tick_period_old():
     # a close-then-open inside the window leaves the mains as they were: on time, not late
     coil, mirror = FakePin(), FakePin(1)
     c = Contactor(coil, mirror, settle_ms=S, debounce_ms=D, confirm_ms=C)
-    assert c.poll(0) is None and c.poll(S) == ("open", None)
+    assert verdict(c, 0) is None and verdict(c, S) == ("open", None)
     t = S
     for _ in range(7):  # 7/8 of 2**30 ms in all, polled every 1/8 (as a loop would, in step)
         t = ticks_add(t, 1 << 27)
-        assert c.poll(t) is None
+        assert verdict(c, t) is None
     c.set(True, t)
     c.set(False, ticks_add(t, 20))
-    got = [c.poll(ticks_add(t, dt)) for dt in range(0, S + 40, 5)]
+    got = [verdict(c, ticks_add(t, dt)) for dt in range(0, S + 40, 5)]
     assert [g for g in got if g is not None] == [("open", None)], got
 
 
@@ -372,10 +383,10 @@ def test_wire_takes_the_windows_from_the_config():
                 "contactor": {"settle_ms": 300, "weld_confirm_ms": 2000}})
     mirror = FakePin(0)  # mains closed at boot: released now, welded only if still so at 2 s
     c = wire(cfg, [(FakePin(1), mirror, PWM(), ADC(), None)]).contactors[0]
-    assert c.poll(0) is None and c.poll(1999) is None
-    assert c.poll(2000) == ("welded", None)
+    assert verdict(c, 0) is None and verdict(c, 1999) is None
+    assert verdict(c, 2000) == ("welded", None)
     mirror.v = 1  # the weld frees itself: news after the 50 ms debounce
-    assert c.poll(2100) is None and c.poll(2150) == ("open", None)
+    assert verdict(c, 2100) is None and verdict(c, 2150) == ("open", None)
     c.set(True, 3000)
     c.set(False, 3001)
-    assert c.poll(3300) is None and c.poll(3301) == ("open", None)  # 300 ms settle window
+    assert verdict(c, 3300) is None and verdict(c, 3301) == ("open", None)  # 300 ms settle window

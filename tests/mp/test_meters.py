@@ -1,6 +1,7 @@
 """Meter table: decoding helpers, one golden reading per table row, request grouping and the
 Meter cycle with errors. Runs on CPython and on the MicroPython unix port."""
 
+from hal.kinds import ERROR, READING
 from hal.meter_models import F32, HI_FIRST, I16, I32, LO_FIRST, MODELS, U16, U32, U64, plan_requests
 from hal.meters import (
     Meter,
@@ -146,7 +147,7 @@ def test_every_table_row_gives_its_golden_reading():
     for model, fc, regs, want in golden:
         meter, uart, slave = _meter(model, fc, regs)
         (kind, reading), _ = drive(meter, uart)
-        assert kind == "reading", (model, reading)
+        assert kind == READING, (model, reading)
         assert reading == want, (model, reading)
         assert isinstance(reading["energy_wh"], int)
         assert len(slave.requests) == len(meter.plan)
@@ -172,11 +173,11 @@ def test_meter_errors_then_failed_then_recovers():
     t = 0
     for i in range(3):
         (kind, err), t = drive(meter, uart, start=t)
-        assert kind == "error" and isinstance(err, ModbusTimeout)
+        assert kind == ERROR and isinstance(err, ModbusTimeout)
         assert meter.failed == (i == 2)
     slave.fail = None
     (kind, reading), t = drive(meter, uart, start=t)
-    assert kind == "reading" and not meter.failed and reading["energy_wh"] == 12345
+    assert kind == READING and not meter.failed and reading["energy_wh"] == 12345
 
 
 def test_error_mid_cycle_never_mixes_cycles():
@@ -193,9 +194,9 @@ def test_error_mid_cycle_never_mixes_cycles():
 
     slave.fail = fail_power_once
     (kind, err), t = drive(meter, uart)
-    assert kind == "error" and isinstance(err, ModbusException) and err.code == 4
+    assert kind == ERROR and isinstance(err, ModbusException) and err.code == 4
     (kind, reading), t = drive(meter, uart, start=t)
-    assert kind == "reading" and reading["power_w"] == 3680.0
+    assert kind == READING and reading["power_w"] == 3680.0
     # The good cycle re-read all four registers from the start.
     assert [r[3] for r in slave.requests] == [0x00, 0x06, 0x0C, 0x00, 0x06, 0x0C, 0x48]
 
@@ -206,7 +207,7 @@ def test_not_available_value_is_an_error():
     put(regs, 0x5B00, 0xFFFFFFFF)
     meter, uart, _ = _meter(model, fc, regs)
     (kind, err), _ = drive(meter, uart)
-    assert kind == "error" and isinstance(err, MeterValueError)
+    assert kind == ERROR and isinstance(err, MeterValueError)
 
 
 def test_interval_between_cycles_and_bad_arguments():
@@ -214,7 +215,7 @@ def test_interval_between_cycles_and_bad_arguments():
     meter, uart, _ = _meter("sdm120", 4, golden[2], interval_ms=1000)
     (kind, _), t1 = drive(meter, uart)
     (kind, _), t2 = drive(meter, uart, start=t1)
-    assert kind == "reading" and t2 - t1 >= 1000 - 100, (t1, t2)
+    assert kind == READING and t2 - t1 >= 1000 - 100, (t1, t2)
     for args in (("nope", 1), ("sdm120", 0), ("sdm120", 248)):
         try:
             Meter(meter.master, *args)

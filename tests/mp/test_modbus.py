@@ -1,6 +1,7 @@
 """Modbus RTU master: golden frames (hardware.md section 9) and the state machine against a
 scripted slave. Runs on CPython and on the MicroPython unix port."""
 
+from hal.kinds import ERROR, REGISTERS
 from hal.modbus import (
     _CRC_NIBBLE,
     FC_READ_HOLDING,
@@ -137,7 +138,7 @@ def _run(master, uart, slave=1, fc=4, reg=0x48, count=2, **kw):
 def test_good_answer():
     m, u = _master(_answer(H("010404436600000E1F")))
     (kind, regs), t = _run(m, u)
-    assert kind == "ok" and regs == (0x4366, 0)
+    assert kind == REGISTERS and regs == (0x4366, 0)
     assert u.written == [H("01040048 0002F1DD".replace(" ", ""))]
     assert t == 10 and not m.busy and m.errors == 0
 
@@ -145,14 +146,14 @@ def test_good_answer():
 def test_exception_answer():
     m, u = _master(_answer(H("018402C2C1")))
     (kind, err), _ = _run(m, u)
-    assert kind == "error" and isinstance(err, ModbusException) and err.code == 2
+    assert kind == ERROR and isinstance(err, ModbusException) and err.code == 2
     assert m.errors == 1
 
 
 def test_timeout_comes_at_the_deadline_not_before():
     m, u = _master(None, timeout_ms=200)
     (kind, err), t = _run(m, u)
-    assert kind == "error" and isinstance(err, ModbusTimeout)
+    assert kind == ERROR and isinstance(err, ModbusTimeout)
     tx_ms = 10  # 8 bytes at 9600 Bd = 9.2 ms, rounded up
     assert t == tx_ms + 200, t
 
@@ -169,7 +170,7 @@ def test_frame_errors_are_specific():
     for frame, kind in cases:
         m, u = _master(_answer(frame))
         (ev, err), t = _run(m, u, limit_ms=1000)
-        assert ev == "error" and _is_frame_error(err, kind), (frame.hex(), err)
+        assert ev == ERROR and _is_frame_error(err, kind), (frame.hex(), err)
         # Decided on the t3.5 silence after the frame, long before the 300 ms time-out.
         assert t < 40, (frame.hex(), t)
         assert not m.busy
@@ -180,14 +181,14 @@ def test_split_response_is_reassembled():
     chunks = [(10, frame[:1]), (12, frame[1:3]), (14, frame[3:9]), (17, frame[9:])]
     m, u = _master(lambda req: chunks)
     (kind, regs), t = _run(m, u, count=6)
-    assert kind == "ok" and regs == (1, 2, 3, 4, 5, 6) and t == 17
+    assert kind == REGISTERS and regs == (1, 2, 3, 4, 5, 6) and t == 17
 
 
 def test_response_split_by_a_long_silence_is_incomplete():
     frame = reply_frame(1, 4, (1, 2))
     m, u = _master(lambda req: [(10, frame[:4]), (60, frame[4:])])
     (kind, err), _ = _run(m, u)
-    assert kind == "error" and _is_frame_error(err, "incomplete"), err
+    assert kind == ERROR and _is_frame_error(err, "incomplete"), err
 
 
 def test_garbage_before_the_response():
@@ -199,7 +200,7 @@ def test_garbage_before_the_response():
     ):
         m, u = _master(lambda req, s=script: s)
         (kind, regs), _ = _run(m, u)
-        assert kind == "ok" and regs == (0x4366, 0), script
+        assert kind == REGISTERS and regs == (0x4366, 0), script
     assert m.echo_bytes == 8
 
 
@@ -244,7 +245,7 @@ def test_de_pin_is_dropped_after_flush():
     # DE low at construction, high for the write, low again once flush() says it has left.
     assert pin.log == [0, 1, 0] and u.flushed == 1 and len(u.written) == 1
     (kind, regs), _ = drive(m, u)
-    assert kind == "ok" and pin.log == [0, 1, 0]
+    assert kind == REGISTERS and pin.log == [0, 1, 0]
 
 
 def test_idle_poll_and_pyserial_style_empty_read():
@@ -252,4 +253,4 @@ def test_idle_poll_and_pyserial_style_empty_read():
     m = ModbusMaster(u, 2400)
     assert m.poll(0) is None
     (kind, regs), _ = _run(m, u)
-    assert kind == "ok"
+    assert kind == REGISTERS

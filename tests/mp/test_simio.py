@@ -2,6 +2,7 @@
 
 from hal.boards.simio import MAX_LINE, SimIO, SimLine, parse_line
 from hal.contactor import Contactor
+from hal.kinds import CONTACTOR, PILOT
 from hal.pilot import Pilot, Proximity
 
 
@@ -142,20 +143,20 @@ def test_real_drivers_run_on_simio():
         for ev in (pilot.poll(t), contactor.poll(t)):
             if ev is not None:
                 events.append(ev)
-    assert events == [("pilot", ("B", None)), ("open", None)], events
+    assert events == [(PILOT, ("B", None)), (CONTACTOR, ("open", None))], events
     assert pp.cable_amps() == 32
     pilot.set_duty(267)  # 16 A
     s.feed(b"cp 1 6000 -12000\n")  # the sim answers with the EV in C, diode healthy
     states = [pilot.poll(t) for t in range(100, 110)]
-    assert ("pilot", ("C", True)) in states, states
+    assert (PILOT, ("C", True)) in states, states
     contactor.set(True, 110)
     s.feed(b"mirror 1 0\n")
     got = [contactor.poll(t) for t in range(110, 200, 5)]
-    assert ("closed", None) in got, got
+    assert (CONTACTOR, ("closed", None)) in got, got
     assert s.written.endswith(b"pwm 1 267\ncoil 1 1\n"), s.written
     # diode short in state C: low plateau mirrors the high one
     s.feed(b"cp 1 6000 -6000\n")
     states = [pilot.poll(t) for t in range(200, 210)]
-    assert ("pilot", ("C", False)) in states, states
+    assert (PILOT, ("C", False)) in states, states
     s.feed(b"pp 1 0\n")
     assert pp.cable_amps() == 0
