@@ -19,6 +19,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -240,6 +241,8 @@ def cp(broker):
     """Charge point CP-A: online, born with two EVSEs, listening to its downlink."""
     client = brokers.MqttClient(broker, CP, will=(C.availability_topic(CP), C.OFFLINE, 1, True))
     client.connect()
+    # as the firmware's transport and Mosquitto do: no Nagle (else ~40 ms per message here)
+    client.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.subscribe(C.down_filter(CP))
     client.publish(C.availability_topic(CP), C.ONLINE, retain=True)
     client.publish(C.birth_topic(CP), birth(CP, EVSES), retain=True)

@@ -22,10 +22,9 @@ import pytest
 
 from firmware import contract as C
 from firmware.session import Session, rfid_ident
-from tests import brokers, oicp_spec
-from tests.test_bridge import CP, EVSES, OP, REPO, TIMEOUT, BridgeProcess, authorize, birth
-from tests.test_bridge_sim import _ready_line, calls, ctl
-from tests.test_bridge_sim import pki as pki  # noqa: F401  (module fixture)
+from tests import brokers, oicp_spec, test_bridge
+from tests.test_bridge import CP, EVSES, OP, REPO, TIMEOUT, BridgeProcess, authorize
+from tests.test_bridge_sim import calls, ctl, hubject_sim
 
 UID = "04A2B3C4D5E6F7"  # Authorized by the simulator's DE-8KZ
 SITE = {
@@ -48,42 +47,13 @@ SITE = {
 
 
 # -- processes -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    brokers.require_mosquitto()
-    with brokers.mosquitto(tmp_path_factory.mktemp("mosq")) as b:
-        yield b
+# test_bridge's module fixtures, shared by name (each module gets its own instances)
+pki, broker, cp = test_bridge.pki, test_bridge.broker, test_bridge.cp
 
 
 @pytest.fixture(scope="module")
-def hub(pki):  # noqa: F811
-    cmd = [sys.executable, "-m", "host_sim.hubject", "--listen", "127.0.0.1:0",
-           "--tls-cert", pki["hubject_server"][0], "--tls-key", pki["hubject_server"][1],
-           "--client-ca", pki["ca"], "--control", "127.0.0.1:0"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        line = _ready_line(proc)
-        line["port"] = int(line["listen"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(TIMEOUT)
-
-
-@pytest.fixture(scope="module")
-def cp(broker):
-    client = brokers.MqttClient(broker, CP, will=(C.availability_topic(CP), C.OFFLINE, 1, True))
-    client.connect()
-    client.subscribe(C.down_filter(CP))
-    client.publish(C.availability_topic(CP), C.ONLINE, retain=True)
-    client.publish(C.birth_topic(CP), birth(CP, EVSES), retain=True)
-    yield client
-    client.close()
+def hub(pki):
+    yield from hubject_sim(pki)
 
 
 @pytest.fixture(scope="module")

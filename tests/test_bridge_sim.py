@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,33 +20,13 @@ import uuid
 import pytest
 
 from firmware import contract as C
-from host_sim import pki as PKI
-from tests import brokers, oicp_spec
-from tests.test_bridge import (
-    CP,
-    EVSES,
-    OP,
-    REPO,
-    TIMEOUT,
-    BridgeProcess,
-    authorize,
-    birth,
-    bridge_argv,
-)
+from tests import brokers, oicp_spec, test_bridge
+from tests.test_bridge import CP, EVSES, REPO, TIMEOUT, BridgeProcess, authorize, bridge_argv
+
+# test_bridge's module fixtures, shared by name (each module gets its own instances)
+pki, broker, cp = test_bridge.pki, test_bridge.broker, test_bridge.cp
 
 REPLY_TIMEOUT_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return PKI.make_pki(str(tmp_path_factory.mktemp("pki")), operator_id=OP)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    brokers.require_mosquitto()
-    with brokers.mosquitto(tmp_path_factory.mktemp("mosq")) as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +34,19 @@ def bridge_port():
     return brokers.free_port()
 
 
-@pytest.fixture(scope="module")
-def hub(pki, bridge_port):
+def hubject_sim(pki_files, *extra):
+    """The Hubject simulator as a process (mutual TLS with `pki_files` from host_sim.pki,
+    control API on loopback), `extra` its further flags: yields its ready line (plus "port",
+    the OICP port), stops it after."""
     cmd = [sys.executable, "-m", "host_sim.hubject", "--listen", "127.0.0.1:0",
-           "--tls-cert", pki["hubject_server"][0], "--tls-key", pki["hubject_server"][1],
-           "--client-ca", pki["ca"], "--control", "127.0.0.1:0",
-           "--cpo-url", "https://localhost:{}/api/oicp".format(bridge_port),
-           "--cpo-cert", pki["hubject_client"][0], "--cpo-key", pki["hubject_client"][1],
-           "--cpo-ca", pki["ca"], "--cpo-timeout", "15"]
+           "--tls-cert", pki_files["hubject_server"][0],
+           "--tls-key", pki_files["hubject_server"][1],
+           "--client-ca", pki_files["ca"], "--control", "127.0.0.1:0", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         line = _ready_line(proc)
+        line["port"] = int(line["listen"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
         yield line
     finally:
         proc.terminate()
@@ -75,6 +55,14 @@ def hub(pki, bridge_port):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def hub(pki, bridge_port):
+    yield from hubject_sim(
+        pki, "--cpo-url", "https://localhost:{}/api/oicp".format(bridge_port),
+        "--cpo-cert", pki["hubject_client"][0], "--cpo-key", pki["hubject_client"][1],
+        "--cpo-ca", pki["ca"], "--cpo-timeout", "15")
 
 
 def _ready_line(proc) -> dict:
@@ -93,22 +81,8 @@ def _ready_line(proc) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cp(broker):
-    client = brokers.MqttClient(broker, CP, will=(C.availability_topic(CP), C.OFFLINE, 1, True))
-    client.connect()
-    # as the firmware's transport and Mosquitto do: no Nagle (else ~40 ms per message here)
-    client.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.subscribe(C.down_filter(CP))
-    client.publish(C.availability_topic(CP), C.ONLINE, retain=True)
-    client.publish(C.birth_topic(CP), birth(CP, EVSES), retain=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def bridge(broker, pki, hub, cp, bridge_port):
-    port = int(hub["listen"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-    argv = bridge_argv(broker, pki, port, "--reply-timeout-s", str(REPLY_TIMEOUT_S),
+    argv = bridge_argv(broker, pki, hub["port"], "--reply-timeout-s", str(REPLY_TIMEOUT_S),
                        "--hubject-timeout-ms", "4000")
     argv[argv.index("--listen") + 1] = "127.0.0.1:{}".format(bridge_port)
     b = BridgeProcess(argv)
