@@ -27,6 +27,17 @@ LO_FIRST = const(1)  # low word first (Carlo Gavazzi EM340, Phoenix EEM)
 FC3 = const(0x03)
 FC4 = const(0x04)
 
+
+def _phases(key, fc, reg, typ, exp):
+    """The three fields of one per-phase quantity whose L1, L2, L3 registers follow each other
+    (two registers apart): `voltage_v` at reg, `voltage_l2_v` at reg + 2, `voltage_l3_v` at
+    reg + 4 (high word first, as every three-phase meter in the table has them)."""
+    name, unit = key.rsplit("_", 1)
+    return ((key, fc, reg, typ, HI_FIRST, exp),
+            ("%s_l2_%s" % (name, unit), fc, reg + 2, typ, HI_FIRST, exp),
+            ("%s_l3_%s" % (name, unit), fc, reg + 4, typ, HI_FIRST, exp))
+
+
 MODELS = {
     # Eastron: FC 04 input registers, float32 high word first, energy in kWh (hardware.md 3.2).
     "sdm120": {
@@ -43,13 +54,9 @@ MODELS = {
         "name": "Eastron SDM630 v2",
         "baud": 9600,
         "max_regs": 80,  # SmartEVSE: "max read count 80"
-        "fields": (
-            ("voltage_v", FC4, 0x0000, F32, HI_FIRST, 0),
-            ("voltage_l2_v", FC4, 0x0002, F32, HI_FIRST, 0),
-            ("voltage_l3_v", FC4, 0x0004, F32, HI_FIRST, 0),
-            ("current_a", FC4, 0x0006, F32, HI_FIRST, 0),
-            ("current_l2_a", FC4, 0x0008, F32, HI_FIRST, 0),
-            ("current_l3_a", FC4, 0x000A, F32, HI_FIRST, 0),
+        "fields": _phases("voltage_v", FC4, 0x0000, F32, 0)
+        + _phases("current_a", FC4, 0x0006, F32, 0)
+        + (
             ("power_w", FC4, 0x0034, F32, HI_FIRST, 0),  # total of the three phases
             ("energy_wh", FC4, 0x0048, F32, HI_FIRST, 3),
         ),
@@ -62,27 +69,19 @@ MODELS = {
         "sentinels": True,
         "fields": (
             ("energy_wh", FC3, 0x5000, U64, HI_FIRST, 1),  # 0.01 kWh
-            ("voltage_v", FC3, 0x5B00, U32, HI_FIRST, -1),
-            ("voltage_l2_v", FC3, 0x5B02, U32, HI_FIRST, -1),
-            ("voltage_l3_v", FC3, 0x5B04, U32, HI_FIRST, -1),
-            ("current_a", FC3, 0x5B0C, U32, HI_FIRST, -2),
-            ("current_l2_a", FC3, 0x5B0E, U32, HI_FIRST, -2),
-            ("current_l3_a", FC3, 0x5B10, U32, HI_FIRST, -2),
-            ("power_w", FC3, 0x5B14, I32, HI_FIRST, -2),
-        ),
+        )
+        + _phases("voltage_v", FC3, 0x5B00, U32, -1)  # 0.1 V
+        + _phases("current_a", FC3, 0x5B0C, U32, -2)  # 0.01 A
+        + (("power_w", FC3, 0x5B14, I32, HI_FIRST, -2),),  # 0.01 W
     },
     # Orno WE-516/WE-517: FC 03 holding registers, float32 kWh / V / A, power in kW.
     # Default baud rate not in the fact sheet: 9600 is an assumption.
     "orno_we516": {
         "name": "Orno WE-516",
         "baud": 9600,
-        "fields": (
-            ("voltage_v", FC3, 0x000E, F32, HI_FIRST, 0),
-            ("voltage_l2_v", FC3, 0x0010, F32, HI_FIRST, 0),
-            ("voltage_l3_v", FC3, 0x0012, F32, HI_FIRST, 0),
-            ("current_a", FC3, 0x0016, F32, HI_FIRST, 0),
-            ("current_l2_a", FC3, 0x0018, F32, HI_FIRST, 0),
-            ("current_l3_a", FC3, 0x001A, F32, HI_FIRST, 0),
+        "fields": _phases("voltage_v", FC3, 0x000E, F32, 0)
+        + _phases("current_a", FC3, 0x0016, F32, 0)
+        + (
             ("power_w", FC3, 0x001C, F32, HI_FIRST, 3),  # kW
             ("energy_wh", FC3, 0x0108, F32, HI_FIRST, 3),  # import; 0x0100 is the total
         ),

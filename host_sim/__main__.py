@@ -1,11 +1,12 @@
 """The host simulator's command line.
 
-    python -m host_sim run [--interpreter cpython|micropython] [--evses N]
+    python -m host_sim run [--interpreter cpython|micropython [--no-romfs]] [--evses N]
                            [--local-card UID ...] [--reader pn532|rdm6300] [--config FILE]
                            [--reader-port PORT] [--flash DIR]
                            [--broker mqtt[s]://HOST[:PORT]] [--cp-id ID]
                            [--broker-ca FILE] [--broker-user U --broker-password P]
-    python -m host_sim scenario FILE [--interpreter cpython|micropython] [-v] [--broker ...]
+    python -m host_sim scenario FILE [--interpreter cpython|micropython [--no-romfs]] [-v]
+                                [--broker ...]
     python -m host_sim demo [--interpreter cpython|micropython]
     python -m host_sim board --flash DIR [--version V] [--flash-size B] [--romfs-size B]
 
@@ -15,6 +16,8 @@ mode: a real PN532/RDM6300 on a USB-serial adapter (any pyserial URL) replaces t
 reader; only the CPython host board can open it. `--broker` connects the charge point's uplink
 to that MQTT broker through the simulated network (console `broker down|up|stall`; see
 host_sim.runner); `--cp-id` replaces the default SIM01 (the EvseIDs stay DE*SIM*E0001*<n>).
+`--no-romfs`: MicroPython imports the plain .mpy tree (build/mpy) instead of mapping the ROMFS
+image, as a board without a ROMFS partition does (bytecode in the heap: -X heapsize=256k).
 """
 
 import argparse
@@ -47,7 +50,7 @@ def _run(args):
             interpreter=args.interpreter, evses=args.evses, reader=args.reader,
             local_cards=args.local_card or (), config_file=args.config,
             reader_port=args.reader_port, flash=args.flash, on_event=print_event,
-            **_broker_options(args))
+            romfs=not args.no_romfs, **_broker_options(args))
     except (runner.RunnerError, ValueError) as e:
         print("host_sim run: {}".format(e), file=sys.stderr)
         return 2
@@ -75,7 +78,7 @@ def _scenario(args):
     from host_sim import scenario
 
     return scenario.main(args.file, interpreter=args.interpreter, verbose=args.verbose,
-                         **_broker_options(args))
+                         romfs=not args.no_romfs, **_broker_options(args))
 
 
 def _broker_options(args):
@@ -106,8 +109,11 @@ def build_parser():
     interp = dict(choices=runner.INTERPRETERS, default="cpython",
                   help="run the firmware on CPython (host board) or the MicroPython unix port "
                        "(.mpy files, -X heapsize=384k, see README Memory)")
+    no_romfs = ("MicroPython: import the .mpy files from build/mpy instead of the ROMFS image "
+                "(a board without ROMFS; the heap holds the bytecode: 256k)")
     r = sub.add_parser("run", help="start a charge point and read console commands")
     r.add_argument("--interpreter", **interp)
+    r.add_argument("--no-romfs", action="store_true", help=no_romfs)
     r.add_argument("--evses", type=int, default=1)
     r.add_argument("--local-card", action="append", metavar="UID",
                    help="a UID for the local authorization list (repeatable)")
@@ -121,6 +127,7 @@ def build_parser():
     s = sub.add_parser("scenario", help="run a scenario file, exit non-zero on a failure")
     s.add_argument("file")
     s.add_argument("--interpreter", **interp)
+    s.add_argument("--no-romfs", action="store_true", help=no_romfs)
     s.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     _add_broker_flags(s)
     s.set_defaults(func=_scenario)

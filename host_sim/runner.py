@@ -71,6 +71,10 @@ INTERPRETERS = ("cpython", "micropython")
 # can grow to. With the code mapped from the ROMFS image the firmware takes ~74 KB after boot
 # (README, "Memory"). MPEVSE_MP_HEAP overrides.
 MP_HEAP = "128k"
+# --no-romfs: the .mpy files are loaded into the heap (bytecode included), as on a board without
+# a ROMFS partition or frozen modules, so the heap must hold the code too (README "The
+# simulator"). MPEVSE_MP_HEAP overrides this one as well.
+MP_HEAP_NO_ROMFS = "256k"
 READERS = ("pn532", "rdm6300")
 ROM_SLOT_MAX = 32 * 4096 - len("MPEVSE_ROM=") - 1  # MAX_ARG_STRLEN, less the name and the NUL
 METER_BAUD = 9600  # one SDM120 per EVSE on one bus, slave address = EVSE number
@@ -95,8 +99,10 @@ def micropython_exe():
     return exe
 
 
-def firmware_command(interpreter, ports, flash, build_dir):
-    """argv and environment for the firmware process (see the process contract)."""
+def firmware_command(interpreter, ports, flash, build_dir, romfs=True):
+    """argv and environment for the firmware process (see the process contract). MicroPython
+    runs the code from the ROMFS image (`rom_command`), or with `romfs` False from the .mpy
+    tree of `build_dir` on sys.path (`mpy_command`)."""
     args = ["--flash", flash, "--reader-port", ports["reader"], "--meter-port", ports["meter"],
             "--simio-port", ports["simio"]]
     env = dict(os.environ)
@@ -104,9 +110,24 @@ def firmware_command(interpreter, ports, flash, build_dir):
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         return [sys.executable, "-m", "firmware.app", "--board", "host"] + args, env
+    if not romfs:
+        heap = os.environ.get("MPEVSE_MP_HEAP", MP_HEAP_NO_ROMFS)
+        return mpy_command(build_dir, "firmware.app", ["--board", "unix"] + args, heap, env)
     heap = os.environ.get("MPEVSE_MP_HEAP", MP_HEAP)
     return rom_command(build_dir, os.path.join(build_dir, build.IMAGE), "firmware.app",
                        ["--board", "unix"] + args, heap, env)
+
+
+def mpy_command(build_dir, module, args, heap, env=None):
+    """argv and environment that run `module` on the unix port from the plain .mpy tree in
+    `build_dir` (tools/build.py: firmware/, hal/, umqtt/), as a board without ROMFS imports
+    .mpy files from its filesystem: each import loads its bytecode into the heap. Only
+    `build_dir` and the port's own frozen modules are on MICROPYPATH, and the process runs in
+    the launcher's folder (no .py sources there), so nothing is compiled from source."""
+    env = dict(os.environ if env is None else env)
+    env.pop("MPEVSE_ROM", None)
+    env["MICROPYPATH"] = build_dir + ":.frozen"
+    return [micropython_exe(), "-X", "heapsize=" + heap, "-m", module] + list(args), env
 
 
 def rom_command(build_dir, image, module, args, heap, env=None):
@@ -289,7 +310,8 @@ class Simulation:
     def __init__(self, interpreter="cpython", evses=1, reader="pn532", local_cards=(),
                  config=None, config_file=None, reader_port=None, flash=None, on_event=None,
                  boot_timeout_s=None, bench_factory=None, command_factory=None, broker=None,
-                 cp_id=None, broker_ca=None, broker_user=None, broker_password=None):
+                 cp_id=None, broker_ca=None, broker_user=None, broker_password=None,
+                 romfs=True):
         if interpreter not in INTERPRETERS:
             raise RunnerError("interpreter must be one of {}".format("|".join(INTERPRETERS)))
         if reader not in READERS:
@@ -327,6 +349,10 @@ class Simulation:
         self.boot_timeout_s = boot_timeout_s or BOOT_TIMEOUT_S[interpreter]
         self._bench_factory = bench_factory  # tests: a fake device bench
         self._command_factory = command_factory or firmware_command  # tests: a fake firmware
+        if not romfs and interpreter != "micropython":
+            raise RunnerError("--no-romfs is for --interpreter micropython (CPython runs the "
+                              "sources)")
+        self.romfs = romfs  # False: MicroPython imports the .mpy tree instead of the image
         self.events = []
         self._held = []  # (t, source, payload) collected but not yet recorded
         self.fatal = None  # the error event of an unexpected firmware death
@@ -463,7 +489,9 @@ class Simulation:
         ports = dict(self.bench.ports)
         if self.reader_port:
             ports["reader"] = self.reader_port
-        argv, env = self._command_factory(self.interpreter, ports, self.flash, self.build_dir)
+        more = {} if self.romfs else {"romfs": False}  # a test's fake factory needs no flag
+        argv, env = self._command_factory(self.interpreter, ports, self.flash, self.build_dir,
+                                          **more)
         self.boot_count += 1
         stderr_path = os.path.join(self._tmp, "firmware-{}.stderr".format(self.boot_count))
         cwd = boot_dir(self.build_dir) if self.interpreter == "micropython" else ROOT

@@ -382,9 +382,10 @@ def run_steps(sim, steps, default_timeout=DEFAULT_TIMEOUT_S, log=None):
                 line_no, text, json.dumps(sim.fatal)))
 
 
-def main(path, interpreter="cpython", verbose=False, flash=None, **broker):
+def main(path, interpreter="cpython", verbose=False, flash=None, romfs=True, **broker):
     """Run one scenario file. `broker`: broker, cp_id, broker_ca, broker_user,
-    broker_password (the command line's flags); those not None win over the file's `set`."""
+    broker_password (the command line's flags); those not None win over the file's `set`.
+    `romfs` False: MicroPython imports the .mpy tree instead of the ROMFS image."""
     from host_sim.runner import RunnerError, Simulation  # runner imports devices lazily
 
     try:
@@ -401,7 +402,7 @@ def main(path, interpreter="cpython", verbose=False, flash=None, **broker):
     try:
         with Simulation(interpreter=interpreter, evses=options["evses"],
                         reader=options["reader"], local_cards=options["local_cards"],
-                        config=options["config"], flash=flash, **net) as sim:
+                        config=options["config"], flash=flash, romfs=romfs, **net) as sim:
             run_steps(sim, steps, options["timeout"], log)
     except ScenarioFailed as e:
         print("scenario {} FAILED ({})\n{}".format(path, interpreter, e), file=sys.stderr)

@@ -6,10 +6,17 @@ importing the same .mpy files from a folder (which copies their bytecode into th
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
-from host_sim.runner import boot_dir, build_for_micropython, rom_command
+from host_sim.runner import (
+    MP_HEAP_NO_ROMFS,
+    boot_dir,
+    build_for_micropython,
+    firmware_command,
+    rom_command,
+)
 from tests.mpy import ROOT, micropython_exe
 from tools.build import image_with
 
@@ -96,3 +103,26 @@ def test_the_slot_limit_is_what_linux_passes_and_bigger_images_are_refused(tmp_p
     big.write_bytes(bytes(ROM_SLOT_MAX + 1))
     with pytest.raises(RunnerError, match="MAX_ARG_STRLEN"):
         rom_command(str(tmp_path), str(big), "probe", [], "64k")
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-romfs"]], ids=["romfs", "mpy-files"])
+def test_a_scenario_runs_from_the_image_and_from_the_plain_mpy_tree(flags):
+    """`--no-romfs` (host_sim.runner.mpy_command): the same firmware, started from the .mpy
+    files on sys.path instead of the mapped image, charges a session to its CDR too."""
+    res = subprocess.run(
+        [sys.executable, "-m", "host_sim", "scenario",
+         os.path.join("tests", "scenarios", "local_start_stop.scn"),
+         "--interpreter", "micropython"] + flags,
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert "passed (micropython" in res.stdout
+
+
+def test_no_romfs_imports_the_mpy_tree_and_not_the_image(tmp_path):
+    """The firmware command without ROMFS: no launcher, no partition variable, the .mpy tree
+    first on MICROPYPATH and a heap that holds the bytecode."""
+    ports = {"reader": "R", "meter": "M", "simio": "S"}
+    argv, env = firmware_command("micropython", ports, str(tmp_path), "/b", romfs=False)
+    assert argv[1:5] == ["-X", "heapsize=" + os.environ.get("MPEVSE_MP_HEAP", MP_HEAP_NO_ROMFS),
+                         "-m", "firmware.app"] and "romboot" not in argv
+    assert env["MICROPYPATH"] == "/b:.frozen" and "MPEVSE_ROM" not in env

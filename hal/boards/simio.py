@@ -12,7 +12,9 @@ drivers run unchanged: the CP "ADC" synthesises samples from the last `cp` plate
 current duty (duty/1000 of the samples at the high level, the rest low) through the same divider
 functions the pilot driver inverts, plus a little noise, so its peak detection is exercised.
 Needs only a stream with read/write/any; garbled lines are counted and dropped, never raised.
-One class serves every role (a class costs more heap than a branch on the role).
+One class serves every role, branching on it: five role classes measured 1536 B more heap in
+the deployed form (tools/heap_report.py --flat: 3392 B against 1856 B), out of the simulator's
+128k that stands in for the ESP32's.
 """
 
 from hal.compat import const
