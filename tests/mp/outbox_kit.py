@@ -4,7 +4,7 @@ operation. Runs on both interpreters like the tests that import it."""
 
 import os
 
-from firmware.store import Outbox
+from firmware.store import Outbox, Store
 
 
 def tmpdir(tag):
@@ -67,3 +67,36 @@ class CutBox(Outbox):
         if self._dies():
             raise OSError(5)
         Outbox._remove(self, path)
+
+
+def cut_everywhere(tag, prepare, op, check):
+    """For a clean cut and a torn one, and n = 0, 1, ...: a fresh folder, prepare(outbox) with
+    every flash operation succeeding, then op(outbox) with the power going at its n-th flash
+    operation, until op completes; check(root, n, torn) judges what the next boot finds in the
+    folder. -> how many cuts happened (segment=3 keeps the outbox's files small)."""
+    cuts = 0
+    for torn in (False, True):
+        n = 0
+        while True:
+            root = tmpdir(tag)
+            try:
+                CutBox.budget = -1
+                ob = CutBox(Store(root), segment=3)
+                prepare(ob)
+                CutBox.budget = n
+                CutBox.torn = torn
+                try:
+                    op(ob)
+                    cut = False
+                except OSError:
+                    cut = True
+                CutBox.budget = -1
+                check(root, n, torn)
+            finally:
+                CutBox.budget = -1
+                rmtree(root)
+            if not cut:
+                break
+            cuts += 1
+            n += 1
+    return cuts

@@ -9,10 +9,8 @@ be found by its id: acknowledging all empties the outbox for good (none stuck wi
 entry). Plus the flash-write counts that are the point of it (Outbox docstring)."""
 
 from firmware.store import LATE, Outbox, Store
-from tests.mp.outbox_kit import CutBox as _CutBox
+from tests.mp.outbox_kit import cut_everywhere
 from tests.mp.outbox_kit import ids as _ids
-from tests.mp.outbox_kit import rmtree as _rmtree
-from tests.mp.outbox_kit import tmpdir as _tmpdir
 from tests.mp.outbox_kit import with_dir as _with_dir
 
 ORDER = ["a", "b", "c", "d", "e", "f", "g", "h"]
@@ -38,33 +36,9 @@ def _check(root, got, before, after, may):
 def _cut_everywhere(tag, prepare, op, before, after, may):
     """prepare(outbox) in a fresh folder, then op(outbox) with the power going at its n-th
     flash operation, for n = 0, 1, ... until op completes (clean and torn cuts)."""
-    cuts = 0
-    for torn in (False, True):
-        n = 0
-        while True:
-            root = _tmpdir(tag)
-            try:
-                _CutBox.budget = -1
-                ob = _CutBox(Store(root), segment=3)
-                prepare(ob)
-                _CutBox.budget = n
-                _CutBox.torn = torn
-                try:
-                    op(ob)
-                    cut = False
-                except OSError:
-                    cut = True
-                _CutBox.budget = -1
-                got = _ids(Outbox(Store(root), segment=3))
-                _check(root, got, before, after, may)
-            finally:
-                _CutBox.budget = -1
-                _rmtree(root)
-            if not cut:
-                break
-            cuts += 1
-            n += 1
-    return cuts
+    def check(root, n, torn):
+        _check(root, _ids(Outbox(Store(root), segment=3)), before, after, may)
+    return cut_everywhere(tag, prepare, op, check)
 
 
 def _offers(ids, held=()):

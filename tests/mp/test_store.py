@@ -9,6 +9,7 @@ import os
 
 from firmware.store import BUCKETS, KEY_MAX, LIMIT, Outbox, OutboxFull, Store, _hash
 from tests.mp.outbox_kit import CutBox as _CutBox
+from tests.mp.outbox_kit import cut_everywhere
 from tests.mp.outbox_kit import ids as _ids
 from tests.mp.outbox_kit import rmtree as _rmtree
 from tests.mp.outbox_kit import tmpdir as _tmpdir
@@ -312,39 +313,19 @@ def _cut_everywhere(tag, prepare, op, before, after):
     """For n = 0, 1, ...: a fresh folder, prepare(outbox), then op(outbox) with the power
     going at its n-th flash operation (both ways), until op completes. The next boot must
     show the ids `before` or `after`, and op repeated there must give `after`."""
-    cuts = 0
-    for torn in (False, True):
-        n = 0
-        while True:
-            root = _tmpdir(tag)
-            try:
-                _CutBox.budget = -1
-                ob = _CutBox(Store(root), segment=3)
-                prepare(ob)
-                assert _ids(ob) == before
-                _CutBox.budget = n
-                _CutBox.torn = torn
-                try:
-                    op(ob)
-                    cut = False
-                except OSError:
-                    cut = True
-                _CutBox.budget = -1
-                booted = Outbox(Store(root), segment=3)
-                got = _ids(booted)
-                assert got == before or got == after, (tag, n, torn, got)
-                assert len(booted) == len(got)
-                op(booted)
-                assert _ids(booted) == after and len(booted) == len(after), (tag, n, torn)
-                assert _ids(Outbox(Store(root), segment=3)) == after
-            finally:
-                _CutBox.budget = -1
-                _rmtree(root)
-            if not cut:
-                break
-            cuts += 1
-            n += 1
-    return cuts
+    def prepared(ob):
+        prepare(ob)
+        assert _ids(ob) == before
+
+    def check(root, n, torn):
+        booted = Outbox(Store(root), segment=3)
+        got = _ids(booted)
+        assert got == before or got == after, (tag, n, torn, got)
+        assert len(booted) == len(got)
+        op(booted)
+        assert _ids(booted) == after and len(booted) == len(after), (tag, n, torn)
+        assert _ids(Outbox(Store(root), segment=3)) == after
+    return cut_everywhere(tag, prepared, op, check)
 
 
 def _add_all(ids):
