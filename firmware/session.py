@@ -11,6 +11,21 @@ A session whose meter failed under the "continue" policy is flagged: its CDR and
 "MeteringCheck": "Failed" (accepted by Hubject, oicp-2.3-cpo.md §6) and the energy up to the
 last good reading. So is one that charged with no meter reading at its start or end (a meter
 that never answered, meter type "none"): its 0 kWh is not a measurement.
+
+The record on flash (`session.<local id>.json`, `to_record`) names each field as OICP does
+(oicp-2.3-cpo.md §5 notifications, §6 CDR), in this firmware's units: times are epoch seconds
+UTC (OICP: ISO 8601), meter values integer Wh (OICP: kWh with 3 decimals; integers keep
+ConsumedEnergy exact). CPOPartnerSessionID, SessionID, EvseID, Identification, UID (of the card
+that started it; null for a remote start), ProviderID, SessionStart, ChargingStart,
+ChargingEnd, MeterValueStart, MeterValueEnd, MeterValueInBetween (a plain list of Wh, not
+OICP's {"meterValues": [...]}). Fields OICP has no name for:
+  AuthorizedBy             how it was authorized: the CDR's "auth" (local, cache, ...)
+  AuthorizationStopTokens  the canonical tokens of the AuthorizationStopIdentifications (§11)
+  MeterFault               the meter failed during the session: MeteringCheck "Failed"
+  MeterOffset              Wh counted before the meter's register fell back (re-based)
+  PostAuthorization        0 not needed, 1 needed, 2 sent, 3 done, 4 rejected (PA_*)
+Firmware before issue 14 wrote two- and three-letter keys (lid, sid, ss, ...): `migrate` reads
+them; the shell rewrites such a file at boot.
 """
 
 from firmware import events as E
@@ -26,13 +41,19 @@ PA_SENT = 2
 PA_DONE = 3
 PA_REJECTED = 4
 
-# persisted record keys -> attribute names
-_FIELDS = (("lid", "local_id"), ("sid", "session_id"), ("evse_id", "evse_id"),
-           ("ident", "ident"), ("uid", "uid"), ("src", "source"), ("pid", "provider_id"),
-           ("stop", "stop_ids"), ("ss", "session_start"), ("cs", "charging_start"),
-           ("ce", "charging_end"), ("ms", "meter_start"), ("me", "meter_end"),
-           ("mb", "meter_between"), ("mf", "meter_fault"), ("pa", "post_auth"),
-           ("mo", "meter_offset"))
+# record key -> Session attribute (the module docstring says what each holds)
+_FIELDS = (("CPOPartnerSessionID", "local_id"), ("SessionID", "session_id"),
+           ("EvseID", "evse_id"), ("Identification", "ident"), ("UID", "uid"),
+           ("AuthorizedBy", "source"), ("ProviderID", "provider_id"),
+           ("AuthorizationStopTokens", "stop_ids"), ("SessionStart", "session_start"),
+           ("ChargingStart", "charging_start"), ("ChargingEnd", "charging_end"),
+           ("MeterValueStart", "meter_start"), ("MeterValueEnd", "meter_end"),
+           ("MeterValueInBetween", "meter_between"), ("MeterFault", "meter_fault"),
+           ("PostAuthorization", "post_auth"), ("MeterOffset", "meter_offset"))
+# what each field of _FIELDS holds, a word each: id (checked one by one in from_record), str,
+# tokens (a list of str), time (epoch s), wh (Wh), whs (a list of Wh), flag (bool), pa
+# (PA_NONE..PA_REJECTED). Words here, not a third column of _FIELDS: that costs 576 B of heap.
+_KINDS = "id id id id id id str tokens time time time wh wh whs flag pa wh"
 
 
 KEY_PREFIX = "session."  # one record per session: "session.<local id>"
@@ -43,6 +64,25 @@ def record_key(local_id):
     overwrite or delete another session's (two sessions may be open on one EVSE across a
     power cut: the restored one and a new one)."""
     return KEY_PREFIX + local_id
+
+
+def migrate(d):
+    """Record `d` (a dict) with the current keys: one written by firmware before issue 14
+    (short keys) comes back as a new dict with the OICP names, any other as `d` itself (so
+    `migrate(d) is d` says nothing needed rewriting). A key present in both forms keeps its
+    current value."""
+    out = d
+    i = 0
+    # the old keys, in _FIELDS order: one string, as a tuple of 17 costs ~480 B of heap
+    for old in "lid sid evse_id ident uid src pid stop ss cs ce ms me mb mf pa mo".split():
+        if old in d:
+            if out is d:
+                out = dict(d)
+            v = out.pop(old)
+            if _FIELDS[i][0] not in out:
+                out[_FIELDS[i][0]] = v
+        i += 1
+    return out
 
 
 def is_session_id(v):
@@ -130,6 +170,7 @@ class Session:
 
     # -- persistence --------------------------------------------------------------------
     def to_record(self):
+        """The record to persist: a dict of _FIELDS' keys (the module docstring)."""
         d = {}
         for key, attr in _FIELDS:
             v = getattr(self, attr)
@@ -147,61 +188,66 @@ class Session:
         (MeteringCheck Failed); a bad charging start counts as "charged" (the meter is read:
         a session whose charging state is unknown is billed, never lost). Times must lie
         within [timefmt.CLOCK_FLOOR_S, MAX_EPOCH_S). `evse_id` is the EVSE the record was
-        found for. ValueError only if `d` is not an object."""
+        found for. A record with the keys of older firmware is read through `migrate`.
+        ValueError only if `d` is not an object."""
         if not isinstance(d, dict):
             raise ValueError("session record: must be an object")
+        d = migrate(d)
         bad = []
-        lid = d.get("lid")
-        sid = d.get("sid")
+        lid = d.get("CPOPartnerSessionID")
+        sid = d.get("SessionID")
         if not is_session_id(lid):
-            bad.append("lid: not a SessionID")
+            bad.append("CPOPartnerSessionID: not a SessionID")
             lid = sid if is_session_id(sid) else new_id()
         if not is_session_id(sid):
-            if "sid" in d:
-                bad.append("sid: not a SessionID")
+            if "SessionID" in d:
+                bad.append("SessionID: not a SessionID")
             sid = lid
-        if d.get("evse_id") != evse_id:
-            bad.append("evse_id: {!r} is not {}".format(d.get("evse_id"), evse_id))
-        uid = d.get("uid") if isinstance(d.get("uid"), str) else None
-        ident = d.get("ident")
+        if d.get("EvseID") != evse_id:
+            bad.append("EvseID: {!r} is not {}".format(d.get("EvseID"), evse_id))
+        uid = d.get("UID") if isinstance(d.get("UID"), str) else None
+        ident = d.get("Identification")
         if ident_token(ident) is None:
-            bad.append("ident: not an OICP Identification")
+            bad.append("Identification: not an OICP Identification")
             ident = rfid_ident(uid) if uid is not None else None
-        s = cls(lid, evse_id, ident, uid, d.get("src") if isinstance(d.get("src"), str)
-                else None)
+        source = d.get("AuthorizedBy")
+        s = cls(lid, evse_id, ident, uid, source if isinstance(source, str) else None)
         s.session_id = sid
-        for key, attr in _FIELDS[6:]:  # pid, stop, times, meter values, flags
+        kinds = _KINDS.split()
+        for i in range(6, len(_FIELDS)):
+            key, attr = _FIELDS[i]
+            kind = kinds[i]
             v = d.get(key)
-            if key == "mf" and isinstance(v, bool):
+            if kind == "flag" and isinstance(v, bool):
                 s.meter_fault = s.meter_fault or v  # a flag raised above stays raised
                 continue
             if v is None:
                 setattr(s, attr, v)
                 continue
-            if key in ("ss", "cs", "ce", "ms", "me", "mo", "pa"):
-                ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                if key in ("ss", "cs", "ce"):
+            if kind in ("time", "wh", "pa"):
+                ok = type(v) is int and v >= 0  # type: a bool is an int to isinstance
+                if kind == "time":
                     ok = ok and CLOCK_FLOOR_S <= v < MAX_EPOCH_S
-                elif key == "pa":
+                elif kind == "pa":
                     ok = ok and v <= PA_REJECTED
-            elif key == "pid":
+            elif kind == "str":
                 ok = isinstance(v, str)
-            else:  # stop: tokens; mb: Wh readings
+            else:  # tokens, whs; a flag that is not a bool fails unless it is a list of ints
                 ok = isinstance(v, list) and all(
-                    isinstance(x, str) if key == "stop" else
-                    (isinstance(x, int) and not isinstance(x, bool)) for x in v)
+                    isinstance(x, str) if kind == "tokens" else type(x) is int for x in v)
             if ok:
                 setattr(s, attr, v)
             else:
                 bad.append("{}: {!r} is not valid".format(key, v))
-                if key in ("cs", "ms", "me", "mo", "mb"):
-                    s.meter_fault = True
-                if key == "cs":  # did it charge? unknown: bill what the meter says
+                if kind in ("wh", "whs") or key == "ChargingStart":
+                    s.meter_fault = True  # the energy is no measurement then
+                if key == "ChargingStart":  # did it charge? unknown: bill what the meter says
                     s.charging_start = s.session_start
                     s.cs_t = 0
         if s.meter_start is not None and s.meter_end is not None \
                 and s.meter_end < s.meter_start:
-            bad.append("me: {} is below ms {}".format(s.meter_end, s.meter_start))
+            bad.append("MeterValueEnd: {} is below MeterValueStart {}".format(
+                s.meter_end, s.meter_start))
             s.meter_end = None
             s.meter_fault = True
         s.stop_ids = tuple(s.stop_ids or ())

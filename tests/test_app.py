@@ -264,6 +264,19 @@ def test_an_rtc_set_later_by_ntp_reaches_the_core_within_a_second(tmp_path, monk
 
 
 def _record(**over):
+    rec = {"CPOPartnerSessionID": "b3c2a1d0-1111-4222-8333-444455556666",
+           "SessionID": "b3c2a1d0-1111-4222-8333-444455556666", "EvseID": "DE*ABC*E1*1",
+           "Identification": {"RFIDMifareFamilyIdentification": {"UID": UID}}, "UID": UID,
+           "AuthorizedBy": "local", "ProviderID": None, "AuthorizationStopTokens": [],
+           "SessionStart": 1800000000, "ChargingStart": 1800000005, "ChargingEnd": None,
+           "MeterValueStart": 100, "MeterValueEnd": 400, "MeterValueInBetween": None,
+           "MeterFault": False, "PostAuthorization": 0, "MeterOffset": 0}
+    rec.update(over)
+    return rec
+
+
+def _old_record(**over):
+    """_record as firmware before issue 14 wrote it: short keys."""
     rec = {"lid": "b3c2a1d0-1111-4222-8333-444455556666",
            "sid": "b3c2a1d0-1111-4222-8333-444455556666", "evse_id": "DE*ABC*E1*1",
            "ident": {"RFIDMifareFamilyIdentification": {"UID": UID}}, "uid": UID,
@@ -276,13 +289,17 @@ def _record(**over):
 def test_a_damaged_record_is_kept_aside_reported_once_and_its_session_billed(tmp_path):
     key = "session.b3c2a1d0-1111-4222-8333-444455556666"
     store = Store(str(tmp_path))
-    store.put(key, _record(cs=7258118400, ms="100"))  # year 2200; a meter start as text
+    # year 2200; a meter start as text
+    store.put(key, _record(ChargingStart=7258118400, MeterValueStart="100"))
     shell, events, store = make_shell(tmp_path)
     shell.boot(0)
     errs = [e for e in kinds(events, "error") if e["kind"] == "restore"]
-    assert len(errs) == 1 and "cs:" in errs[0]["message"] and "ms:" in errs[0]["message"]
-    assert store.get("bad." + key)["cs"] == 7258118400  # the original, for inspection
-    assert store.get(key)["cs"] is None or store.get(key)["cs"] != 7258118400  # the repair
+    assert len(errs) == 1 and "ChargingStart:" in errs[0]["message"] \
+        and "MeterValueStart:" in errs[0]["message"]
+    # the original, for inspection
+    assert store.get("bad." + key)["ChargingStart"] == 7258118400
+    repaired = store.get(key)["ChargingStart"]
+    assert repaired is None or repaired != 7258118400  # the repair
     shell.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
     run(shell, 20)
     cdrs = kinds(events, "cdr")
@@ -299,7 +316,7 @@ def test_a_damaged_record_is_kept_aside_reported_once_and_its_session_billed(tmp
 def test_a_cut_while_a_repaired_record_waits_for_the_meter_bills_it_once(tmp_path):
     key = "session.b3c2a1d0-1111-4222-8333-444455556666"
     store = Store(str(tmp_path))
-    store.put(key, _record(lid="garbage", me=-3))
+    store.put(key, _record(CPOPartnerSessionID="garbage", MeterValueEnd=-3))
     shell, events, _ = make_shell(tmp_path)
     shell.boot(0)  # repaired (lid from the key), waits for a meter reading: power cut
     assert len([e for e in kinds(events, "error") if e["kind"] == "restore"]) == 1
@@ -325,6 +342,31 @@ def test_an_old_per_evse_record_moves_to_its_session_key_and_closes_once(tmp_pat
     shell.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
     run(shell, 20)
     assert len(kinds(events, "cdr")) == 1 and not store.keys("session.")
+
+
+@pytest.mark.parametrize("key", ["session.b3c2a1d0-1111-4222-8333-444455556666", "session.1"])
+def test_a_record_of_older_firmware_is_rewritten_with_oicp_names_and_closes_once(tmp_path, key):
+    store = Store(str(tmp_path))
+    store.put(key, _old_record(me=450, mb=[200, 300], pa=1))
+    shell, events, store = make_shell(tmp_path)
+    shell.boot(0)  # migrated before the core sees it: nothing reported, nothing set aside
+    assert not [e for e in kinds(events, "error") if e["kind"] == "restore"]
+    new_key = "session.b3c2a1d0-1111-4222-8333-444455556666"
+    assert store.keys("session.") == [new_key] and not store.keys("bad.")
+    assert store.get(new_key) == _record(MeterValueEnd=450, MeterValueInBetween=[200, 300],
+                                         PostAuthorization=1)
+    shell2, events2, store2 = make_shell(tmp_path)  # a cut before the meter answered
+    shell2.boot(0)
+    assert not [e for e in kinds(events2, "error") if e["kind"] == "restore"]
+    shell2.board.meters[0].queue.append(("reading", {"energy_wh": 900}))
+    run(shell2, 20)
+    cdrs = kinds(events2, "cdr")
+    assert len(cdrs) == 1 and not store2.keys("session.")
+    rec = cdrs[0]["record"]
+    assert rec["SessionID"] == "b3c2a1d0-1111-4222-8333-444455556666"
+    assert rec["MeterValueStart"] == 0.1 and rec["MeterValueEnd"] == 0.9
+    assert rec["MeterValueInBetween"] == {"meterValues": [0.2, 0.3]}
+    assert "MeteringCheck" not in rec
 
 
 def test_a_record_of_no_evse_here_is_kept_aside_and_reported(tmp_path):

@@ -28,7 +28,7 @@ def test_local_card_full_session_one_cdr():
     assert start["MeterValueStart"] == 1.0 and start["EvseID"] == EVSE_IDS[0]
     key = "session." + r.c.sessions[0].local_id  # one record per session, its own key
     persists = [a for a in acts if a[0] == "persist"]
-    assert persists[-1][2][0] == key and persists[-1][2][1]["cs"] is not None
+    assert persists[-1][2][0] == key and persists[-1][2][1]["ChargingStart"] is not None
     # write ahead: "charging, meter start" is on flash before the coil closes
     assert acts.index(persists[-1]) < acts.index(("contactor", 1, True))
     r.step("meter", 1, 1234)
@@ -105,7 +105,7 @@ def test_a_tap_before_any_plug_in_goes_to_the_first_outlet_that_gets_one():
     assert ("pwm", 2, 267) in acts and r.c.sessions[0] is None
     assert r.c.sessions[1].session_id == sid and r.c.sessions[1].evse_id == EVSE_IDS[1]
     assert of(acts, "persist") == [("session." + sid, r.c.sessions[1].to_record())]
-    assert of(acts, "persist")[0][1]["evse_id"] == EVSE_IDS[1]  # moved, not duplicated
+    assert of(acts, "persist")[0][1]["EvseID"] == EVSE_IDS[1]  # moved, not duplicated
     assert r.c.evses[0].state == "idle"
     r.step("pilot", 2, ("B", True))
     acts = r.step("pilot", 2, ("C", True))

@@ -36,7 +36,7 @@ def test_restore_closes_session_with_first_meter_reading():
     acts = r2.step("meter", 1, 4000)
     cdr = outbox(acts, "cdr")
     assert len(cdr) == 1 and cdr[0]["MeterValueEnd"] == 4.0 and cdr[0]["ConsumedEnergy"] == 3.0
-    assert ("persist", 0, ("session." + rec["lid"], None)) in acts
+    assert ("persist", 0, ("session." + rec["CPOPartnerSessionID"], None)) in acts
     assert of(acts, "session_end", 1)[0]["reason"] == "PowerLoss"
     assert not outbox(r2.step("meter", 1, 4100), "cdr")
     r3 = Rig()
@@ -63,26 +63,28 @@ def _charged_record():
 def test_a_damaged_record_is_repaired_named_and_closed_with_one_flagged_cdr():
     rec = _charged_record()
     for field, value, named in (
-            ("cs", 7258118400, "cs"),  # charging start in the year 2200
-            ("ms", "1000", "ms"),  # meter start that is not a number
-            ("lid", "not-a-session-id", "lid"),
-            ("ss", -5, "ss"), ("me", 10, "me"), ("stop", "x", "stop"), ("pa", 9, "pa"),
-            ("evse_id", "DE*ABC*E2", "evse_id")):
+            ("ChargingStart", 7258118400, "ChargingStart"),  # in the year 2200
+            ("MeterValueStart", "1000", "MeterValueStart"),  # not a number
+            ("CPOPartnerSessionID", "not-a-session-id", "CPOPartnerSessionID"),
+            ("SessionStart", -5, "SessionStart"), ("MeterValueEnd", 10, "MeterValueEnd"),
+            ("AuthorizationStopTokens", "x", "AuthorizationStopTokens"),
+            ("PostAuthorization", 9, "PostAuthorization"),
+            ("EvseID", "DE*ABC*E2", "EvseID")):
         r = Rig()
         acts = r.step("restore", 1, dict(rec, **{field: value}))
         err = [a[2] for a in acts if a[0] == "error"]
         assert len(err) == 1 and err[0][0] == "restore" and (named + ":") in err[0][1], acts
         saved = [a[2] for a in acts if a[0] == "persist"][0]  # the repair is on flash first
-        assert saved[0] == "session." + saved[1]["lid"]
+        assert saved[0] == "session." + saved[1]["CPOPartnerSessionID"]
         acts += r.step("meter", 1, 4000)
         cdr = outbox(acts, "cdr")
         assert len(cdr) == 1, (field, acts)
-        assert cdr[0]["SessionID"] == rec["sid"] and cdr[0]["EvseID"] == "DE*ABC*E1"
-        if field in ("cs", "ms", "me"):
+        assert cdr[0]["SessionID"] == rec["SessionID"] and cdr[0]["EvseID"] == "DE*ABC*E1"
+        if field in ("ChargingStart", "MeterValueStart", "MeterValueEnd"):
             assert cdr[0]["MeteringCheck"] == "Failed", (field, cdr)
-        if field == "lid":
-            assert cdr[0]["CPOPartnerSessionID"] == rec["sid"]  # the SessionID stands in
-        if field == "cs":
+        if field == "CPOPartnerSessionID":
+            assert cdr[0]["CPOPartnerSessionID"] == rec["SessionID"]  # the SessionID stands in
+        if field == "ChargingStart":
             assert cdr[0]["ChargingStart"] == cdr[0]["SessionStart"]
 
 
@@ -104,13 +106,13 @@ def test_a_new_session_waits_until_the_restored_one_is_closed():
     acts = r.step("card", 0, UID_A)  # the card still on the reader after the cut
     assert not of(acts, "session_start") and not of(acts, "persist")
     acts = r.step("meter", 1, 4000)  # the restored one closes: its own key, nothing else
-    assert [a[0] for a in of(acts, "persist")] == ["session." + rec["lid"]]
+    assert [a[0] for a in of(acts, "persist")] == ["session." + rec["CPOPartnerSessionID"]]
     assert len(outbox(acts, "cdr")) == 1
     r.step("card_gone", 0, None)
     acts = r.step("card", 0, UID_A, dt=3000)
     assert of(acts, "session_start", 1)
     new_key = "session." + of(acts, "session_start", 1)[0]
-    assert new_key != "session." + rec["lid"]
+    assert new_key != "session." + rec["CPOPartnerSessionID"]
 
 
 def test_the_same_record_twice_is_closed_once_and_a_second_one_for_the_evse_at_once():
@@ -118,8 +120,8 @@ def test_the_same_record_twice_is_closed_once_and_a_second_one_for_the_evse_at_o
     r = Rig()
     r.step("restore", 1, rec)
     assert r.step("restore", 1, dict(rec)) == []  # the same session (old and new key)
-    other = dict(rec, lid="d3c2a1d0-1111-4222-8333-444455556666",
-                 sid="d3c2a1d0-1111-4222-8333-444455556666", me=1500)
+    other = dict(rec, CPOPartnerSessionID="d3c2a1d0-1111-4222-8333-444455556666",
+                 SessionID="d3c2a1d0-1111-4222-8333-444455556666", MeterValueEnd=1500)
     acts = r.step("restore", 1, other)  # a second session on the EVSE: closed at once
     cdr = outbox(acts, "cdr")
     assert len(cdr) == 1 and cdr[0]["ConsumedEnergy"] == 0.5
