@@ -1,8 +1,8 @@
 """Boot entry: configuration, board, then the run-time shell and its control loop.
 
 Boot happens in phases so that boot-only code never shares the heap with the run-time code:
-`firmware.config` validates config.json and is dropped, the board module wires the drivers and is
-dropped, and only then is `firmware.shell` (the core and everything it needs) imported. The
+`firmware.config` validates config.json, the board module wires the drivers, both are dropped,
+and only then is `firmware.shell` (the core and everything it needs) imported. The
 control loop is one plain loop instead of asyncio tasks: asyncio's code and objects cost
 kilobytes of heap, and nothing here ever waits. Each pass polls every driver once (non-blocking
 by contract), looks at the console without waiting, and sleeps the rest of LOOP_MS, so a pilot
@@ -84,7 +84,8 @@ class Console:
 def build_board(target, flash_dir, ports):
     """config.json, validated (config.ConfigError names the field and the rule), and the
     board built from it. The boot-only modules are dropped before returning, so their code
-    leaves the heap once this frame's references to them are gone."""
+    leaves the heap once this frame's references to them are gone; the configuration's stays
+    until the board is wired, whose errors are config.ConfigErrors too."""
     import os
 
     from firmware import config
@@ -94,8 +95,6 @@ def build_board(target, flash_dir, ports):
     with open(path, "rb") as f:  # bytes: config.load says "not UTF-8" itself
         cfg = config.load(f.read())
     del config
-    forget("firmware.config")
-    gc.collect()
     if target == "unix":
         from hal.boards import unix as wiring
     elif target == "host":
@@ -105,8 +104,8 @@ def build_board(target, flash_dir, ports):
     else:
         raise ValueError("unknown board " + target)
     board = wiring.build(cfg, **ports)
-    # the builder goes too: what it built lives in other modules
-    forget("hal.meter_models", "hal.boards.common", "hal.boards." + target)
+    # what the configuration and the builder made lives in other modules
+    forget("firmware.config", "hal.meter_models", "hal.boards.common", "hal.boards." + target)
     return cfg, board
 
 
@@ -201,10 +200,13 @@ def main(argv):
     try:
         opts, ports = parse_args(argv)
         run(opts["board"], opts["flash"], ports, console=sys.stdin)
-    except (ValueError, OSError) as e:  # config.ConfigError is a ValueError naming the field
+    except (ValueError, OSError) as e:
+        # a ConfigError comes from build_board, which keeps firmware.config loaded until the
+        # board is built: this import finds that module, so the class is the one raised
+        from firmware.config import ConfigError
         from hal.boards.board import json_line as emit  # perhaps no board yet: stdout
 
-        emit("error", kind="config" if type(e).__name__ == "ConfigError" else "startup",
+        emit("error", kind="config" if isinstance(e, ConfigError) else "startup",
              message=str(e))
         sys.exit(2)
 

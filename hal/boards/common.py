@@ -7,14 +7,12 @@ every field is present and checked there (names, ranges, one entry per EVSE), so
 to check here is what only the board knows -- which ports it could open.
 Driver modules are imported lazily: a board without an RDM6300 never loads its code (RAM
 matters on the ESP32). This module is boot-time only: what lives on is in `hal.boards.board`,
-so the shell can drop this module (and the board's) after `wire()`.
+so the shell can drop this module (and the board's) after `wire()`. What cannot be wired is a
+`firmware.config.ConfigError` like any other configuration error: the field and the rule.
 """
 
+from firmware.config import ConfigError  # noqa: F401  (re-exported for the board modules)
 from hal.boards.board import Board, SharedBus
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be wired on this board; the message names the field."""
 
 
 def wire(config, io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=None,
@@ -41,7 +39,7 @@ def wire(config, io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=Non
     reader = None
     if kind != "none":
         if reader_uart is None:
-            raise ConfigError("config field 'reader' names a %s but no port was given" % kind)
+            raise ConfigError("reader", "names a %s but no port was given" % kind)
         if kind == "pn532":
             from hal.pn532 import PN532
 
@@ -57,7 +55,7 @@ def wire(config, io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=Non
     meters = [None] * len(io)
     if kind == "modbus":
         if meter_uart is None:
-            raise ConfigError("config field 'meter.type' is modbus but no meter port was given")
+            raise ConfigError("meter.type", "modbus, but no meter port was given")
         from hal.meters import Meter
         from hal.modbus import ModbusMaster
 
@@ -66,7 +64,7 @@ def wire(config, io, reader_uart=None, meter_uart=None, de_pin=None, s0_pins=Non
         bus = SharedBus(master, meters)
     elif kind == "s0":
         if s0_pins is None:
-            raise ConfigError("config field 'meter.type': this board has no S0 inputs")
+            raise ConfigError("meter.type", "s0, but this board has no S0 inputs")
         from hal.s0 import S0Meter
 
         meters = [S0Meter(p, meter["pulses_per_kwh"]) for p in s0_pins]

@@ -153,8 +153,8 @@ class Esp32Board(Board):
 
 def _adc1(pin, name):
     if pin not in ADC1_PINS:
-        raise ConfigError("config field '%s' = %r is not an ADC1 pin (GPIO 32-39); ADC2 cannot "
-                          "be read while WiFi is on" % (name, pin))
+        raise ConfigError(name, "%r is not an ADC1 pin (GPIO 32-39); ADC2 cannot be read while "
+                          "WiFi is on" % (pin,))
     return ADC(Pin(pin), atten=ADC.ATTN_11DB)
 
 
@@ -163,9 +163,9 @@ def _uart(config, name, used, rx_only=False):
     section = config[name]
     num = section["uart"]
     if num not in FREE_UARTS:
-        raise ConfigError("config field '%s.uart' must be 1 or 2 (UART0 is the REPL)" % name)
+        raise ConfigError(name + ".uart", "must be 1 or 2 (UART0 is the REPL)")
     if num in used:
-        raise ConfigError("config field '%s.uart': UART%d is already taken" % (name, num))
+        raise ConfigError(name + ".uart", "UART%d is already taken" % num)
     used.append(num)
     default_tx, default_rx = DEFAULT_UART_PINS[name]
     rx = section.get("rx")  # only the reader's pins are configurable (firmware/config.py)
@@ -187,7 +187,7 @@ def _pin(config, role, i):
     if values is not None and values[i] is not None:
         return values[i]
     if i >= len(DEFAULT_EVSE_PINS):
-        raise ConfigError("config field 'pins.%s[%d]' has no default" % (role, i))
+        raise ConfigError("pins.%s[%d]" % (role, i), "has no default")
     return DEFAULT_EVSE_PINS[i][role]
 
 
