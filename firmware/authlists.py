@@ -30,7 +30,7 @@ class VersionMismatch(ValueError):
 
 
 def _check_version(v, what):
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    if type(v) is not int or v < 0:  # type, not isinstance: a bool is an int to isinstance
         raise ValueError("{} {!r}: must be an integer >= 0".format(what, v))
 
 

@@ -80,7 +80,7 @@ class ConfigError(ValueError):
 
 
 def _int(field, v, lo, hi=None):
-    if not isinstance(v, int) or isinstance(v, bool):
+    if type(v) is not int:  # type, not isinstance: a bool is an int to isinstance
         raise ConfigError(field, "must be an integer, got {!r}".format(v))
     if v < lo or (hi is not None and v > hi):
         rng = "{}-{}".format(lo, hi) if hi is not None else ">= {}".format(lo)
@@ -156,7 +156,7 @@ def _evse(field, v):
         raise ConfigError(field + ".evse_id", str(err)) from None
     _int(field + ".max_current_a", e["max_current_a"], 6, 80)
     phases = e["phases"]
-    if not isinstance(phases, int) or isinstance(phases, bool) or phases not in (1, 3):
+    if type(phases) is not int or phases not in (1, 3):  # true == 1: type first
         raise ConfigError(field + ".phases", "must be 1 or 3, got {!r}".format(e["phases"]))
     _choice(field + ".cable", e["cable"], ("socket", "tethered"))
     return e

@@ -102,9 +102,9 @@ PREFIX = "mpevse"
 QOS = 1
 MAX_UP = 2048  # bytes; the outbox keeps records up to 2 KB (a CDR is ~700 B)
 MAX_DOWN = 4096  # bytes; an ESP32 reads a down message into its heap in one piece
-WINDOW = 2  # durable messages published and not yet acknowledged, at most: 2, not 4, since
-# each in flight holds its ~600 B payload in the transport; at 128k with TLS and 52 waiting the
-# drain died of a MemoryError with 4 and runs with 2 (tools/bench_uplink.py --only mqtts)
+WINDOW = 2  # durable messages published and not yet acknowledged, at most: each in flight
+# holds its ~600 B payload in the transport; at 128k with TLS and 52 waiting, a window of 4 ends
+# the drain in a MemoryError and 2 does not (tools/bench_uplink.py --only mqtts)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -262,11 +262,11 @@ def parse_down(cp_id, topic, payload):
         if not isinstance(ids, list) or not ids:
             raise BadMessage("ack: need a non-empty list 'ids'", msg_id)
         for i in ids:
-            if not isinstance(i, (str, int)) or isinstance(i, bool):
+            if type(i) not in (str, int):  # type: a bool is an int to isinstance
                 raise BadMessage("ack: ids must be strings or integers", msg_id)
     elif kind == DOWN_TIME:
         t = body.get("time")
-        if not isinstance(t, int) or isinstance(t, bool):
+        if type(t) is not int:
             raise BadMessage("time: need integer epoch seconds 'time'", msg_id)
     elif kind == DOWN_CONFIG:
         if not isinstance(body.get("config"), dict):

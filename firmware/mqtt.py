@@ -96,8 +96,8 @@ topic, umqtt's small packet buffers, and for a received message its topic, paylo
 Where the dependency comes from: `tools/deps.py` fetches umqtt.simple 1.3.4 (sha256-pinned) into
 `.deps/`; `tools/build.py` compiles it into the image (`umqtt/simple.mpy`, importable from
 ROMFS); on CPython this module puts `.deps` on sys.path and provides the u-module names umqtt
-imports (usocket, ustruct, ubinascii), which MicroPython has built in. On the ESP32 the deploy
-step (a later issue) copies it with the firmware. One Uplink per process is the intended use;
+imports (usocket, ustruct, ubinascii), which MicroPython has built in. On the ESP32 it is part of
+the image the deploy writes (tools/deploy.py). One Uplink per process is the intended use;
 two would take turns handing their sockets to umqtt (`_HANDOVER_LOCK`).
 
 ESP32 note: its port runs threads under a GIL (MICROPY_PY_THREAD_GIL in

@@ -56,7 +56,7 @@ def _exists(path):
 
 
 def _valid_id(msg_id):
-    return isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool)
+    return type(msg_id) in (str, int)  # type, not isinstance: a bool is an int to isinstance
 
 
 def _hash(data):
@@ -203,7 +203,7 @@ class Outbox:
       segment's ids are indexed in RAM (_tix: hash and offset per slot, rebuilt from s<tail>
       after a boot), and when that segment is full the entries of its records that still wait
       are appended, one append per bucket concerned -- none online, where they were
-      acknowledged meanwhile. (add(index=True) writes the entry at once, as before.)
+      acknowledged meanwhile. (add(index=True) writes the entry at once.)
     - An acknowledgement with durable=False (the uplink's, offer's superseded statuses and
       drops) is held in RAM, at most LATE; they are written in one append per segment when
       LATE are held, when their segment rolls over (before its index entries), or by flush();
