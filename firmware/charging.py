@@ -10,6 +10,8 @@ be from the facts, so no sequence of inputs can leave the contactor closed when 
     hold   iff  (authorized OR stopping) AND pilot drawing AND no fault AND not out of service
     offer  iff  authorized AND pilot B/C/D AND NOT (pilot D AND site not ventilated) AND no fault
 
+(`Evse._may_close` is the first line, `_settle` the second, `_want_duty` the third.)
+
 "Drawing" is state C, and D only where the configuration says the site is ventilated
 (`ventilation`): IEC 61851-1 state D asks for ventilation, which a charger without ventilation
 control must not energise (hardware.md §4.1). D there is reported (error `ventilation` and a
@@ -83,6 +85,11 @@ def earlier(a, b):
     return b
 
 
+def passed(deadline, now):
+    """True if the ticks `deadline` is set and `now` has reached it."""
+    return deadline is not None and ticks_diff(now, deadline) >= 0
+
+
 class Evse:
     def __init__(self, n, max_a, socket, grace_ms, conn_ms, ventilated=False):
         self.n = n
@@ -110,6 +117,13 @@ class Evse:
         self.stop_reason = None
         self.state = None
         self.fault_text = None
+
+    # -- the gate --------------------------------------------------------------------
+    def _may_close(self):
+        """The `close` line of the table in the module docstring."""
+        return (self.phase == P_AUTHORIZED and self.pilot in self.drawing and self.diode
+                and not self.faults and not self.oos and self._pwm_on()
+                and self.mirror == E.CONTACTOR_OPEN)
 
     # -- inputs -------------------------------------------------------------------------
     def boot(self, now, out):
@@ -206,24 +220,24 @@ class Evse:
 
     def expire(self, now, out):
         h = 0
-        if self.conn_due is not None and ticks_diff(now, self.conn_due) >= 0:
+        if passed(self.conn_due, now):
             self.conn_due = None
             if self.phase == P_AUTHORIZED and self.pilot not in _PLUGGED:
                 h |= self._to_idle(R_CONNECTION_TIMEOUT)
-        if self.grace_due is not None and ticks_diff(now, self.grace_due) >= 0:
+        if passed(self.grace_due, now):
             self.grace_due = None
             if self.phase == P_STOPPING:
                 h |= self._to_idle(None)
-        if self.pp_due is not None and ticks_diff(now, self.pp_due) >= 0:
+        if passed(self.pp_due, now):
             self.pp_due = None
             h |= self._no_pp(out)
-        if self.diode_due is not None and ticks_diff(now, self.diode_due) >= 0:
+        if passed(self.diode_due, now):
             # the pilot driver reports changes only: an EV whose diode never shows must fault
             # here, not on a next pilot change that may never come
             self.diode_due = None
             if self._pwm_on() and self.pilot in _PLUGGED and not self.diode:
                 h |= self._fault(F_DIODE, "diode check failed", out)
-        if h or (self.pwm_due is not None and ticks_diff(now, self.pwm_due) >= 0):
+        if h or passed(self.pwm_due, now):
             return self._settle(now, out, h)
         return 0
 
@@ -301,8 +315,8 @@ class Evse:
         return DUTY_OFF
 
     def _settle(self, now, out, h):
-        ok = not self.faults and not self.oos and self.pilot in self.drawing
-        if self.closed and not (ok and self.phase != P_IDLE):
+        if self.closed and not (self.phase != P_IDLE and self.pilot in self.drawing
+                                and not self.faults and not self.oos):  # `hold` in the table
             self._contactor(False, out)
             h |= H_OPENED
         want = self._want_duty()
@@ -321,8 +335,7 @@ class Evse:
                 self.pwm_due = ticks_add(self.duty_at, PWM_CHANGE_MIN_MS)
         if not self._pwm_on():
             self.diode_due = None
-        if (not self.closed and ok and self.phase == P_AUTHORIZED and self.diode
-                and self._pwm_on() and self.mirror == E.CONTACTOR_OPEN):
+        if not self.closed and self._may_close():
             self._contactor(True, out)
             h |= H_CLOSED
         name = self._state_name()
