@@ -139,7 +139,8 @@ class Session:
         self.meter_fault = False
         self.meter_offset = 0  # Wh counted before the register fell back (re-based)
         self.post_auth = PA_NONE
-        self.ss_t = self.cs_t = self.ce_t = None
+        # ticks ms of the same three events: dated once the wall clock is known (fill_times)
+        self.session_start_tick = self.charging_start_tick = self.charging_end_tick = None
         self.next_progress = None
         self.progress_n = 0
         self.req = None  # id of an outstanding uplink request for this session
@@ -147,12 +148,15 @@ class Session:
         self.floating = False  # authorized before any plug-in: the first plugged outlet takes it
 
     def may_stop(self, token):
-        """Local stop rule: the starting token or one of AuthorizationStopIdentifications."""
+        """Local stop rule: "own" if `token` started this session, "stop_id" if it is one of
+        its AuthorizationStopIdentifications, else None."""
         tok = canonical(token)
-        return (self.uid is not None and canonical(self.uid) == tok) or tok in self.stop_ids
+        if self.uid is not None and canonical(self.uid) == tok:
+            return "own"
+        return "stop_id" if tok in self.stop_ids else None
 
     def charged(self):
-        return self.charging_start is not None or self.cs_t is not None
+        return self.charging_start is not None or self.charging_start_tick is not None
 
     def energy_wh(self):
         if self.meter_start is None or self.meter_end is None:
@@ -161,12 +165,12 @@ class Session:
 
     def fill_times(self, wall_of):
         """The wall clock became known: date the events that happened before it."""
-        if self.session_start is None and self.ss_t is not None:
-            self.session_start = wall_of(self.ss_t)
-        if self.charging_start is None and self.cs_t is not None:
-            self.charging_start = wall_of(self.cs_t)
-        if self.charging_end is None and self.ce_t is not None:
-            self.charging_end = wall_of(self.ce_t)
+        if self.session_start is None and self.session_start_tick is not None:
+            self.session_start = wall_of(self.session_start_tick)
+        if self.charging_start is None and self.charging_start_tick is not None:
+            self.charging_start = wall_of(self.charging_start_tick)
+        if self.charging_end is None and self.charging_end_tick is not None:
+            self.charging_end = wall_of(self.charging_end_tick)
 
     # -- persistence --------------------------------------------------------------------
     def to_record(self):
@@ -243,7 +247,7 @@ class Session:
                     s.meter_fault = True  # the energy is no measurement then
                 if key == "ChargingStart":  # did it charge? unknown: bill what the meter says
                     s.charging_start = s.session_start
-                    s.cs_t = 0
+                    s.charging_start_tick = 0
         if s.meter_start is not None and s.meter_end is not None \
                 and s.meter_end < s.meter_start:
             bad.append("MeterValueEnd: {} is below MeterValueStart {}".format(

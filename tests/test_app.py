@@ -190,7 +190,7 @@ def test_modbus_meters_are_polled_through_the_shared_bus_only(tmp_path):
     run(shell, 10)
     assert board.meters[0].queue  # untouched: only the bus decides who talks
     assert not kinds(events, "error")
-    assert shell.core._meter == [None, 42]  # fed to EVSE 2
+    assert [o.meter for o in shell.core.outlets] == [None, 42]  # fed to EVSE 2
 
 
 def test_expired_cache_entries_are_purged_before_the_tick_counter_can_wrap(tmp_path):
@@ -236,12 +236,12 @@ def test_a_clock_before_the_build_is_not_fed_and_said_once(tmp_path, monkeypatch
     shell.boot(0)
     errs = [e for e in kinds(events, "error") if e["kind"] == "clock"]
     assert len(errs) == 1 and "before this firmware's build" in errs[0]["message"]
-    assert shell.core._clock is None
+    assert shell.core.clock is None
     monkeypatch.setattr(_time, "time", lambda: float(CLOCK_FLOOR_S + 10))
     shell, events, _ = make_shell(tmp_path / "b")
     shell.boot(0)
     assert not [e for e in kinds(events, "error") if e["kind"] == "clock"]
-    assert shell.core._clock == (0, CLOCK_FLOOR_S + 10)
+    assert shell.core.clock == (0, CLOCK_FLOOR_S + 10)
 
 
 def test_an_rtc_set_later_by_ntp_reaches_the_core_within_a_second(tmp_path, monkeypatch):
@@ -260,7 +260,7 @@ def test_an_rtc_set_later_by_ntp_reaches_the_core_within_a_second(tmp_path, monk
     assert not shell.core.clock_known()
     rtc[0] = float(CLOCK_FLOOR_S + 100)  # NTP answered in the transport's thread
     now = run(shell, 1100, now)
-    assert shell.core.clock_known() and shell.core._clock[1] == CLOCK_FLOOR_S + 100
+    assert shell.core.clock_known() and shell.core.clock[1] == CLOCK_FLOOR_S + 100
 
 
 def _record(**over):

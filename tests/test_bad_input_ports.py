@@ -136,7 +136,8 @@ def test_a_vanished_meter_port_is_a_meter_fault_under_the_policy(tmp_path):
     PLUGGED.clear()
     shell, board, events = make(tmp_path, reader=False, meter=True)
     t = run(shell, board, 0, 1500)
-    assert shell.core._meter == [0] and shell.meter_failed == [False]  # it reads
+    meters = [o.meter for o in shell.core.outlets]
+    assert meters == [0] and shell.meter_failed == [False]  # it reads
     dev = PLUGGED.pop("meter")
     t = run(shell, board, t, 1100)  # the next cycle (interval 1 s) finds the port gone
     assert errors(events, "meter")[0].startswith("meter port failed: [Errno 5]")

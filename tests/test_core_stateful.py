@@ -37,12 +37,12 @@ class CoreMachine(RuleBasedStateMachine):
 
     def feed(self, ev, dt=50):
         self.now = (self.now + dt) & ((1 << 30) - 1)
-        pilot_before = [e.pilot for e in self.c.evses]
+        pilot_before = [o.power.pilot for o in self.c.outlets]
         acts = self.c.step(ev, self.now)
         self.check(acts)
         if (ev[0] == "pilot" and 1 <= ev[1] <= N and ev[2][0] not in "CD"
                 and pilot_before[ev[1] - 1] in "CD"):
-            assert not self.c.evses[ev[1] - 1].closed, "C->B/A must open in the same step"
+            assert not self.c.outlets[ev[1] - 1].power.closed, "C->B/A must open in the same step"
         for a in acts:
             if a[0] == "contactor":
                 self.closed[a[1] - 1] = a[2]
@@ -53,10 +53,10 @@ class CoreMachine(RuleBasedStateMachine):
         for a in acts:
             assert not (a[0] == "error" and a[2][0] == "internal"), a
             if a[0] == "contactor" and a[2]:
-                ev = self.c.evses[a[1] - 1]
+                ev = self.c.outlets[a[1] - 1].power
                 assert ev.phase == P_AUTHORIZED and ev.pilot in "CD" and ev.diode
                 assert not ev.faults and not ev.oos
-                self.charged.add(self.c.sessions[a[1] - 1].local_id)
+                self.charged.add(self.c.outlets[a[1] - 1].session.local_id)
             if a[0] == "outbox" and a[2]["type"] == "cdr":
                 m = a[2]
                 lid = m["CPOPartnerSessionID"]
@@ -72,14 +72,14 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def contactor_only_when_allowed(self):
-        for ev in self.c.evses:
+        for ev in (o.power for o in self.c.outlets):
             if ev.closed:
                 assert ev.phase in (P_AUTHORIZED, P_STOPPING) and ev.pilot in "CD"
                 assert not ev.faults and not ev.oos
 
     @invariant()
     def every_charged_session_that_ended_has_its_cdr(self):
-        live = {s.local_id for s in self.c.sessions if s is not None}
+        live = {o.session.local_id for o in self.c.outlets if o.session is not None}
         for lid in self.charged - live:
             assert lid in self.cdrs, lid
 

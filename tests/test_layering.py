@@ -14,14 +14,15 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CORE = ("controller", "cards", "remote", "charging", "session", "authlists", "events", "ids",
-        "oicp_status", "timefmt")
+CORE = ("controller", "authorize", "remote", "outlet", "records", "charging", "session",
+        "authlists", "events", "ids", "oicp_status", "timefmt")
 
 # What the core may import (derived from its imports when the rule was written down).
 CORE_ALLOWED = {
-    "firmware.controller": "the Controller class, for its mixins (until they are one module)",
-    "firmware.cards": "the Controller's taps/authorization mixin",
-    "firmware.remote": "the Controller's remote start/stop, local list and restore mixin",
+    "firmware.authorize": "the authorization chain, tap outcomes, the backend's answers",
+    "firmware.remote": "remote start/stop and local list updates",
+    "firmware.outlet": "the session records: the per-EVSE record, a session's life, restore",
+    "firmware.records": "the named indices of the small records (folded away by the build)",
     "firmware.charging": "one EVSE's power side (IEC 61851 states, gate, contactor timing)",
     "firmware.session": "the OICP session record and its CDR",
     "firmware.authlists": "the local authorization list and the authorization cache",
@@ -138,6 +139,29 @@ def test_only_the_boards_open_ports():
             if called in PORT_CALLS or os_open:
                 bad.append("%s:%d calls %s" % (path, node.lineno, called))
     assert not bad, "only hal/boards/ opens ports:\n" + "\n".join(bad)
+
+
+# The core's modules call in one direction only (the controller on top, no cycles): each may
+# import the core modules listed here and no other.
+CORE_LAYERS = {
+    "controller": ("authorize", "remote", "outlet", "records"),
+    "authorize": ("outlet", "records"),
+    "remote": ("outlet", "records"),
+    "outlet": ("records",),
+    "records": (),
+}
+
+
+def test_core_modules_call_one_way():
+    bad = []
+    for m, allowed in CORE_LAYERS.items():
+        path = "firmware/%s.py" % m
+        for name, line in _imports(_tree(path)):
+            sub = name.split(".")[-1]
+            if name.startswith("firmware.") and sub in CORE_LAYERS and sub not in allowed:
+                bad.append("%s:%d imports %s" % (path, line, name))
+    assert not bad, "the core's layers, top to bottom: controller, authorize/remote, outlet, " \
+        "records:\n" + "\n".join(bad)
 
 
 def test_the_rules_catch_what_they_forbid():

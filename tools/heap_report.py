@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME = (
     "hal.compat", "hal.iec61851", "firmware.events", "firmware.ids", "firmware.oicp_status",
     "firmware.timefmt", "firmware.authlists", "firmware.session", "firmware.charging",
-    "firmware.cards", "firmware.remote", "firmware.controller", "firmware.store", "firmware.unload",
+    "firmware.outlet", "firmware.authorize", "firmware.remote", "firmware.controller",
+    "firmware.store", "firmware.unload",
     "hal.pn532_frames", "hal.pn532",
     "hal.modbus", "hal.meters", "hal.contactor", "hal.pilot", "hal.boards.board",
     "hal.boards.simio", "hal.boards.unix_uart", "firmware.contract", "umqtt.simple",

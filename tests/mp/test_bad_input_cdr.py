@@ -12,7 +12,7 @@ def test_cdr_without_any_meter_reading_is_flagged():
     r.step("card_gone", 0, None)
     r.step("pilot", 1, ("B", True))
     r.step("pilot", 1, ("C", True))
-    assert r.c.evses[0].closed
+    assert r.c.outlets[0].power.closed
     cdr = outbox(r.step("pilot", 1, ("A", None), dt=1000), "cdr")[0]
     assert cdr["MeteringCheck"] == "Failed" and cdr["ConsumedEnergy"] == 0.0, cdr
 

@@ -26,7 +26,7 @@ def test_local_card_full_session_one_cdr():
     assert ("contactor", 1, True) in acts
     start = outbox(acts, "notification", "Start")[0]
     assert start["MeterValueStart"] == 1.0 and start["EvseID"] == EVSE_IDS[0]
-    key = "session." + r.c.sessions[0].local_id  # one record per session, its own key
+    key = "session." + r.c.outlets[0].session.local_id  # one record per session, its own key
     persists = [a for a in acts if a[0] == "persist"]
     assert persists[-1][2][0] == key and persists[-1][2][1]["ChargingStart"] is not None
     # write ahead: "charging, meter start" is on flash before the coil closes
@@ -68,7 +68,7 @@ def test_the_same_card_back_within_the_guard_time_is_the_same_presentation():
     r = Rig(card_guard_ms=2000)
     r.plug_and_charge()  # tapped, then the card left the field
     acts = r.step("card", 0, UID_A, dt=400)  # a 0.4 s drop-out of the field: not a new tap
-    assert acts == [] and r.c.sessions[0] is not None
+    assert acts == [] and r.c.outlets[0].session is not None
     r.step("card_gone", 0, None)
     acts = r.step("card", 0, UID_A, dt=1900)  # 1.9 s after it left again: still guarded
     assert acts == []
@@ -86,7 +86,7 @@ def test_identifiers_no_real_card_has_are_not_cards():
     for uid in ("00000000", "FFFFFFFF", "00000000000000", "ffffffffffffff"):
         acts = r.step("card", 0, uid, dt=3000)
         assert of(acts, "error")[0][0] == "bad_uid" and len(acts) == 1
-        assert r.c._card is None  # nothing is in the field: the next real tap counts
+        assert r.c.card is None  # nothing is in the field: the next real tap counts
     acts = r.step("card", 0, UID_A, dt=3000)
     assert ("pwm", 1, 1000) in acts
 
@@ -102,16 +102,17 @@ def test_a_tap_before_any_plug_in_goes_to_the_first_outlet_that_gets_one():
     sid = of(acts, "session_start", 1)[0]
     r.step("card_gone", 0, None)
     acts = r.step("pilot", 2, ("B", False))  # outlet 2 is plugged first: it takes it
-    assert ("pwm", 2, 267) in acts and r.c.sessions[0] is None
-    assert r.c.sessions[1].session_id == sid and r.c.sessions[1].evse_id == EVSE_IDS[1]
-    assert of(acts, "persist") == [("session." + sid, r.c.sessions[1].to_record())]
+    assert ("pwm", 2, 267) in acts and r.c.outlets[0].session is None
+    s = r.c.outlets[1].session
+    assert s.session_id == sid and s.evse_id == EVSE_IDS[1]
+    assert of(acts, "persist") == [("session." + sid, r.c.outlets[1].session.to_record())]
     assert of(acts, "persist")[0][1]["EvseID"] == EVSE_IDS[1]  # moved, not duplicated
-    assert r.c.evses[0].state == "idle"
+    assert r.c.outlets[0].power.state == "idle"
     r.step("pilot", 2, ("B", True))
     acts = r.step("pilot", 2, ("C", True))
     assert ("contactor", 2, True) in acts
     acts = r.step("pilot", 1, ("B", False))  # a car on outlet 1 later does not charge on it
-    assert not [a for a in acts if a[0] == "pwm"] and r.c.sessions[0] is None
+    assert not [a for a in acts if a[0] == "pwm"] and r.c.outlets[0].session is None
 
 
 def test_a_floating_authorization_still_times_out():

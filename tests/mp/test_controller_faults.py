@@ -26,7 +26,7 @@ def test_meter_fault_policies():
     r.plug_and_charge()
     r.step("meter", 1, 1500)
     acts = r.step("meter_fault", 1, "crc")
-    assert r.c.evses[0].closed and of(acts, "persist")
+    assert r.c.outlets[0].power.closed and of(acts, "persist")
     r.step("card_gone", 0, None)
     r.step("card", 0, UID_A, dt=3000)
     cdr = outbox(r.step("pilot", 1, ("B", True)), "cdr")[0]
@@ -37,7 +37,7 @@ def test_meter_register_falling_back_is_rebased_once_and_flagged():
     r = Rig()
     r.step("meter", 1, 500)
     acts = r.step("meter", 1, 400)  # no session: the new register is simply the base
-    assert acts[0][0] == "error" and r.c._meter[0] == 400
+    assert acts[0][0] == "error" and r.c.outlets[0].meter == 400
     r = Rig()
     r.plug_and_charge()  # meter 1000 Wh at the start
     r.step("meter", 1, 1234500)  # 1233.5 kWh charged (a meter that read 1234.5 kWh)
@@ -72,7 +72,7 @@ def test_welded_out_of_service_until_clear():
     assert outbox(acts, "notification", "Error")[0]["ErrorType"] == "CriticalError"
     assert len(outbox(acts, "cdr")) == 1
     r.step("pilot", 1, ("A", False))
-    assert r.c.evses[0].state == "out_of_service"
+    assert r.c.outlets[0].power.state == "out_of_service"
     acts = r.step("clear", 1, None)
     assert ("contactor", 1, False) in acts and ("status", 1, "Available") in acts
     assert of(r.step("clear", 1, None), "error")  # nothing to clear

@@ -13,10 +13,11 @@ def test_bad_input_changes_nothing():
                                                       "base_version": 7, "add": []}),
                ("local_list", 0, {"full": True, "version": 1, "uids": ["zz"]}),
                ("remote_start", 0, "x"), ("remote_stop", 0, None), ("reader", 0, "meh")):
-        before = (r.c.evses[0].state, r.c.sessions[0], r.c.local_list.version, r.c.online)
+        before = (r.c.outlets[0].power.state, r.c.outlets[0].session, r.c.local_list.version,
+                  r.c.online)
         acts = r.step(*ev)
         assert len(acts) == 1 and acts[0][0] == "error", (ev, acts)
-        assert (r.c.evses[0].state, r.c.sessions[0], r.c.local_list.version,
+        assert (r.c.outlets[0].power.state, r.c.outlets[0].session, r.c.local_list.version,
                 r.c.online) == before
     acts = r.c.step("not a tuple", r.now)
     assert acts[0][0] == "error"
@@ -44,7 +45,7 @@ def test_a_clock_before_the_firmware_build_is_unknown_and_no_record_is_dated_197
         acts = c.step(("time", 0, bad), 200)
         assert acts == [("error", 0, ("clock", "clock {} is before this firmware was built: "
                                                 "kept unknown".format(bad)))]
-        assert c._clock is None
+        assert c.clock is None
     c.step(("local_list", 0, {"full": True, "version": 1, "uids": [UID_A]}), 300)
     c.step(("meter", 1, 1000), 400)
     c.step(("pilot", 1, ("B", False)), 500)

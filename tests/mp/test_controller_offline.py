@@ -20,7 +20,7 @@ def test_request_deadline_falls_back_to_offline_policy():
     r.step("card", 0, UID_B)
     acts = r.idle(10000)
     assert of(acts, "auth", 1)[0]["result"] == "accepted"
-    s = r.c.sessions[0]
+    s = r.c.outlets[0].session
     assert s.source == "free_vend" and s.post_auth == 1  # post-authorize on the next uplink
     r.step("online", 0, False)
     req = sent(r.step("online", 0, True))[0]
@@ -44,11 +44,11 @@ def _charging_offline_then_online():
 def test_offline_deny_and_post_auth_rejection_stops_session():
     r = Rig(offline_policy="deny")
     acts = r.step("card", 0, UID_B)
-    assert of(acts, "auth", 1)[0]["result"] == "card_unknown" and r.c.sessions[0] is None
+    assert of(acts, "auth", 1)[0]["result"] == "card_unknown" and r.c.outlets[0].session is None
     r, req = _charging_offline_then_online()
     acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "102"}})
-    assert ("pwm", 1, 1000) in acts and r.c.evses[0].state == "stopping"
+    assert ("pwm", 1, 1000) in acts and r.c.outlets[0].power.state == "stopping"
     acts = r.step("pilot", 1, ("B", True))
     assert of(acts, "session_end", 1)[0]["reason"] == "DeAuthorized"
     assert len(outbox(acts, "cdr")) == 1
@@ -57,18 +57,18 @@ def test_offline_deny_and_post_auth_rejection_stops_session():
 def test_post_auth_without_a_decision_keeps_the_session_and_asks_again():
     """NoDecision (the bridge could not reach Hubject) is no refusal: the running session goes
     on and is post-authorized again POST_RETRY_MS later (firmware/contract.py, down/authorize)."""
-    from firmware.cards import POST_RETRY_MS
+    from firmware.authorize import POST_RETRY_MS
     r, req = _charging_offline_then_online()
     acts = r.step("auth", 0, {"id": req["id"], "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "310"}, "NoDecision": True})
-    s = r.c.sessions[0]
-    assert r.c.evses[0].state == "charging" and s.post_auth == 1
+    s = r.c.outlets[0].session
+    assert r.c.outlets[0].power.state == "charging" and s.post_auth == 1
     assert not of(acts, "session_end", 1) and not sent(acts)
     assert not sent(r.idle(POST_RETRY_MS - 100))
     again = sent(r.idle(200))
     assert len(again) == 1 and again[0]["CPOPartnerSessionID"] == s.local_id
     r.step("auth", 0, reply(again[0]))
-    assert s.session_id == SID_1 and s.post_auth == 3 and r.c.evses[0].state == "charging"
+    assert s.session_id == SID_1 and s.post_auth == 3 and r.c.outlets[0].power.state == "charging"
     # a malformed NoDecision is refused like any bad reply, nothing changes
     acts = r.step("auth", 0, {"id": "x", "AuthorizationStatus": "NotAuthorized",
                               "StatusCode": {"Code": "310"}, "NoDecision": "yes"})

@@ -53,7 +53,7 @@ def test_not_authorized_and_malformed_replies():
     for b in bad:
         acts = r.step("auth", 0, b)
         assert [a[2][0] for a in acts] == ["bad_reply"], (b, acts)
-    assert r.c._pending[0] == req["id"]  # still waiting: state unchanged
+    assert r.c.outlets[0].pending == req["id"]  # still waiting: state unchanged
     acts = r.step("auth", 0, {"id": req["id"], "StatusCode": {"Code": "210"}})
     assert of(acts, "auth", 1) == [{"uid": UID_B, "result": "no_contract", "code": "210"}]
-    assert r.c.sessions[0] is None
+    assert r.c.outlets[0].session is None

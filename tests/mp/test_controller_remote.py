@@ -32,7 +32,7 @@ def test_remote_start_codes():
         reply = of(r.step("remote_start", 0, cmd), "reply")[0]
         assert reply["Result"] is ok and reply["StatusCode"]["Code"] == code, (cmd, reply)
         assert reply["id"] == cmd["id"]
-    assert r.c.sessions[1].session_id == SID_2
+    assert r.c.outlets[1].session.session_id == SID_2
     r.step("contactor", 1, "welded")
     r.step("remote_stop", 0, {"id": "s0", "SessionID": SID_1})
     cmd = {"id": "r8", "EvseID": EVSE_IDS[0], "SessionID": "e" + SID_1[1:]}
@@ -61,7 +61,7 @@ def test_remote_start_waits_for_plug_and_remote_stop():
     # Hubject repeats the RemoteStart after the session ended: the same answer, nothing new
     again = r.step("remote_start", 0, dict(cmd, id="r2"))
     assert of(again, "reply")[0]["StatusCode"]["Code"] == "000"
-    assert not of(again, "session_start") and r.c.sessions[0] is None
+    assert not of(again, "session_start") and r.c.outlets[0].session is None
     assert cdr["SessionID"] == SID_1 and cdr["ConsumedEnergy"] == 5.0
     assert cdr["Identification"]["RemoteIdentification"]["EvcoID"] == "DE-8EO-CAet5e4XY-3"
     assert of(acts, "session_end", 1)[0]["reason"] == "Remote"
@@ -74,7 +74,7 @@ def test_remote_start_rfid_window():
            "Identification": {"RFIDMifareFamilyIdentification": {"UID": UID_B}}}
     r.step("remote_start", 0, cmd)
     r.idle(60000)  # no EV came: the remote authorization lapses
-    assert r.c.sessions[0] is None
+    assert r.c.outlets[0].session is None
     acts = r.step("card", 0, UID_B)  # same token within 15 min: no real-time request
     assert not sent(acts) and of(acts, "session_start", 1) == [SID_1]
     r.step("card_gone", 0, None)

@@ -93,7 +93,7 @@ def test_records_that_cannot_be_sessions_are_reported_and_change_nothing():
         r = Rig()
         acts = r.step("restore", 1, bad)
         assert [a[2][0] for a in acts] == ["restore"], (bad, acts)
-        assert r.c._restored == [None]
+        assert [o.restored for o in r.c.outlets] == [None]
 
 
 def test_a_new_session_waits_until_the_restored_one_is_closed():
@@ -136,9 +136,9 @@ def test_time_arrives_late_fills_timestamps():
     c.step(("contactor", 1, "open"), 100)
     c.step(("local_list", 0, {"full": True, "version": 1, "uids": [UID_A]}), 200)
     c.step(("card", 0, UID_A), 1000)
-    assert c.sessions[0].session_start is None
+    assert c.outlets[0].session.session_start is None
     c.step(("time", 0, T0), 5000)
-    assert c.sessions[0].session_start == T0 - 4
+    assert c.outlets[0].session.session_start == T0 - 4
 
 
 def test_session_across_tick_wrap():
