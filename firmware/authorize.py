@@ -10,19 +10,19 @@ a running session (authorize_stop).
 The chain is a table of small pure checks (CHAIN), in order; the first that does not pass
 decides:
 
-    check              verdict                  source     when
-    by_local_list      accept                   "local"    the UID is on the local list
-    by_window          accept                   "remote"   a remote start named this UID
-                                                           within remote_start_rfid_window_s
-    by_cache           accept, post-authorize   "cache"    online and cached (not expired)
-    by_backend         ask (authorize_start)    "online"   online
-    by_offline_policy  accept, post-authorize   policy's   offline_decision (authlists)
-                       or refuse                           allows ("local" needs no post-auth)
+    check           verdict                  source     when
+    LOCAL_LIST      accept                   "local"    the UID is on the local list
+    WINDOW          accept                   "remote"   a remote start named this UID within
+                                                        remote_start_rfid_window_s
+    CACHE           accept, post-authorize   "cache"    online and cached (not expired)
+    BACKEND         ask (authorize_start)    "online"   online
+    OFFLINE_POLICY  accept, post-authorize   policy's   offline_decision (authlists) allows
+                    or refuse                           ("local" needs no post-auth)
 
-A check takes the controller (read only), the UID and `now`, and returns None (pass) or a
-verdict `(verdict, source, detail)`: detail is the RFID window that matched, the cached stop
-tokens, or None. After an unanswered authorize_start only OFFLINE runs (the backend had its
-chance; no blind retry).
+`check(name, c, uid, now)` runs one: it reads the controller, the UID and `now`, and returns
+None (pass) or a verdict `(verdict, source, detail)`: detail is the RFID window that matched,
+the cached stop tokens, or None. After an unanswered authorize_start only OFFLINE runs (the
+backend had its chance; no blind retry).
 
 Every tap ends in one outcome (O_*), kept by the controller as `last_outcome` = (outcome,
 evse number or 0, uid, code); a tap that waits for the backend gets its final outcome when the
@@ -77,40 +77,40 @@ POST_RETRY_MS = 60000  # an undecided post-authorization (NoDecision) is asked a
 
 
 # -- the chain ------------------------------------------------------------------------------
-def by_local_list(c, uid, now):
-    if c.local_list.contains(uid):
-        return ACCEPT, "local", None
+LOCAL_LIST = "local_list"
+WINDOW = "window"
+CACHE = "cache"
+BACKEND = "backend"
+OFFLINE_POLICY = "offline"
+CHAIN = (LOCAL_LIST, WINDOW, CACHE, BACKEND, OFFLINE_POLICY)
+OFFLINE = (OFFLINE_POLICY,)  # after an unanswered authorize_start
+
+
+def check(name, c, uid, now):
+    """The check `name` of the chain for `uid`: None (pass) or (verdict, source, detail).
+    Pure: reads the controller `c`. (One function with a branch per check, not one function
+    per check: each function object costs ~100 B of heap on the device.)"""
+    if name == LOCAL_LIST:
+        if c.local_list.contains(uid):
+            return ACCEPT, "local", None
+    elif name == WINDOW:
+        tok = canonical(uid)
+        for w in c.windows:
+            if w[W_TOKEN] == tok and ticks_diff(w[W_DUE], now) > 0:
+                return ACCEPT, "remote", w
+    elif name == CACHE:
+        if c.online:
+            hit = c.cache.get(uid, now)
+            if hit is not None:
+                return ACCEPT, "cache", hit
+    elif name == BACKEND:
+        if c.online:
+            return ASK, "online", None
+    else:  # OFFLINE_POLICY: never passes
+        allowed, source = offline_decision(c.cfg["offline_policy"], uid, c.local_list,
+                                           c.cache, now)
+        return (ACCEPT if allowed else REFUSE), source, None
     return None
-
-
-def by_window(c, uid, now):
-    tok = canonical(uid)
-    for w in c.windows:
-        if w[W_TOKEN] == tok and ticks_diff(w[W_DUE], now) > 0:
-            return ACCEPT, "remote", w
-    return None
-
-
-def by_cache(c, uid, now):
-    if c.online:
-        hit = c.cache.get(uid, now)
-        if hit is not None:
-            return ACCEPT, "cache", hit
-    return None
-
-
-def by_backend(c, uid, now):
-    return (ASK, "online", None) if c.online else None
-
-
-def by_offline_policy(c, uid, now):
-    allowed, source = offline_decision(c.cfg["offline_policy"], uid, c.local_list, c.cache,
-                                       now)
-    return (ACCEPT if allowed else REFUSE), source, None
-
-
-CHAIN = (by_local_list, by_window, by_cache, by_backend, by_offline_policy)
-OFFLINE = (by_offline_policy,)  # after an unanswered authorize_start
 
 
 # -- taps -----------------------------------------------------------------------------------
@@ -171,8 +171,8 @@ def on_card(c, data, now, out):
 
 def tap(c, o, uid, now, out, chain=CHAIN):
     """Run the authorization `chain` for `uid` on outlet `o` and carry out its verdict."""
-    for check in chain:  # the last check never passes
-        v = check(c, uid, now)
+    for name in chain:  # the last check never passes
+        v = check(name, c, uid, now)
         if v is not None:
             break
     verdict, source, detail = v

@@ -90,16 +90,13 @@ def on_remote_start(c, cmd, now, out):
     rfid = ident.get("RFIDMifareFamilyIdentification")
     if s is not None and isinstance(rfid, dict) and isinstance(rfid.get("UID"), str):
         due = ticks_add(now, c.cfg["remote_start_rfid_window_s"] * 1000)
-        _open_window(c.windows, rfid["UID"], now, due, sid)
-
-
-def _open_window(windows, token, now, due, sid):
-    """Let the card `token` in until `due` as the remote start `sid` (records.W_*). Expired
-    windows go first; beyond MAX_WINDOWS the oldest goes."""
-    windows[:] = [w for w in windows if ticks_diff(w[W_DUE], now) > 0]
-    windows.append([canonical(token), due, sid, False])
-    if len(windows) > MAX_WINDOWS:
-        windows.pop(0)
+        # the card named is let in until `due` as this remote start (records.W_*); expired
+        # windows go first, beyond MAX_WINDOWS the oldest
+        windows = c.windows
+        windows[:] = [w for w in windows if ticks_diff(w[W_DUE], now) > 0]
+        windows.append([canonical(rfid["UID"]), due, sid, False])
+        if len(windows) > MAX_WINDOWS:
+            windows.pop(0)
 
 
 def on_remote_stop(c, cmd, now, out):

@@ -14,11 +14,7 @@ from firmware.authorize import (
     O_STOPPED_OWN,
     O_TIMED_OUT,
     O_WAITING,
-    by_backend,
-    by_cache,
-    by_local_list,
-    by_offline_policy,
-    by_window,
+    OFFLINE,
 )
 from tests.mp.test_controller_kit import (
     EVSE_IDS,
@@ -44,7 +40,8 @@ def tap(r, uid):
 
 
 def test_the_chain_is_in_the_documented_order():
-    assert CHAIN == (by_local_list, by_window, by_cache, by_backend, by_offline_policy)
+    assert CHAIN == ("local_list", "window", "cache", "backend", "offline")
+    assert OFFLINE == CHAIN[-1:]
 
 
 def test_local_list_starts_and_the_same_card_stops_its_own_session():
