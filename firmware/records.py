@@ -14,9 +14,9 @@ RQ_DUE = 3
 RQ_LID = 4
 
 # a remote-start RFID window (Controller.windows, opened by remote.on_remote_start, matched by
-# authorize.by_window): [token, expiry ticks, SessionID, reusable]; reusable: the remote
-# start's session ended without charging (outlet.end), so a card fallback takes over its
-# SessionID
+# the chain's WINDOW check in authorize): [token, expiry ticks, SessionID, reusable];
+# reusable: the remote start's session ended without charging (outlet.end), so a card
+# fallback takes over its SessionID
 W_TOKEN = 0
 W_DUE = 1
 W_SID = 2

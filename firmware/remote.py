@@ -4,8 +4,8 @@ answered with an eRoamingAcknowledgement) and local authorization list updates.
 Remote-start rules follow ocpi-startsession.md: with an EvseID that EVSE, without one a
 plugged unauthorized EV first, else a free EVSE (`outlet.pick`); codes from `oicp_status`. A
 remote start whose Identification carries a card UID opens an RFID window: that card is let in
-for remote_start_rfid_window_s (`authorize.by_window`). A repeated remote start (same
-SessionID) gets the same answer and starts nothing.
+for remote_start_rfid_window_s (the WINDOW check of `authorize.CHAIN`). A repeated remote start
+(same SessionID) gets the same answer and starts nothing.
 """
 
 from firmware import events as E
