@@ -104,8 +104,11 @@ def build_board(target, flash_dir, ports):
     else:
         raise ValueError("unknown board " + target)
     board = wiring.build(cfg, **ports)
-    # what the configuration and the builder made lives in other modules
-    forget("firmware.config", "hal.meter_models", "hal.boards.common", "hal.boards." + target)
+    # what the configuration and the builder made lives in other modules. Every target's
+    # builder goes, not only this one's: a builder left loaded from an earlier boot in the
+    # same process (tests) would hold the ConfigError of a firmware.config dropped here
+    forget("firmware.config", "hal.meter_models", "hal.boards.common", "hal.boards.unix",
+           "hal.boards.host", "hal.boards.esp32")
     return cfg, board
 
 

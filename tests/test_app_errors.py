@@ -1,13 +1,15 @@
 """firmware.app.main: a start-up that fails says why in one `error` line, kind "config" for a
 configuration that cannot be used -- refused by config.load or by the board's wiring, one
-ConfigError class for both -- and "startup" for anything else (CPython)."""
+ConfigError class for both -- and "startup" for anything else (CPython). Each start is its own
+process, as a boot is: in-process, modules that the app drops after boot (firmware.config, the
+board builders) could be left from another test's boot with another ConfigError class."""
 
 import json
 import os
+import subprocess
+import sys
 
-import pytest
-
-from firmware.app import main
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = {"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1"}], "meter": {"type": "none"}}
 
@@ -15,11 +17,12 @@ CONFIG = {"cp_id": "T1", "evses": [{"evse_id": "DE*ABC*E1*1"}], "meter": {"type"
 def _start(tmp_path, capsys, config, *args):
     if config is not None:
         (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(SystemExit) as e:
-        main(["--board", "host", "--flash", str(tmp_path)] + list(args))
-    assert e.value.code == 2
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert len(lines) == 1 and lines[0]["ev"] == "error", lines
+    res = subprocess.run([sys.executable, "-m", "firmware.app", "--board", "host",
+                          "--flash", str(tmp_path)] + list(args), cwd=ROOT,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 1 and lines[0]["ev"] == "error", (lines, res.stderr)
     return lines[0]
 
 
@@ -35,7 +38,7 @@ def test_a_field_the_board_cannot_wire_is_a_config_error_too(tmp_path, capsys):
     finally:
         os.close(master)
         os.close(slave)
-    assert err["kind"] == "config" and err["message"].startswith("config.json: reader: ")
+    assert err["kind"] == "config" and err["message"].startswith("config.json: reader: "), err
 
 
 def test_anything_else_is_a_startup_error(tmp_path, capsys):

@@ -35,8 +35,8 @@ After each outage the harness checks, from the event stream:
   - the firmware's live heap after a collection (console `heap`; the floor of many answers,
     see heap_floor; HEAP_FLOOR_SAMPLES after the first and the last reconnect, HEAP_SAMPLES
     after the others): the one after the last reconnect must not exceed the one after the
-    first, no growth allowed (MicroPython; CPython reports 0, the run still goes through every
-    check).
+    first by more than HEAP_NOISE_B (two GC blocks of noise; MicroPython; CPython reports 0,
+    the run still goes through every check).
 At the end: the session never stopped (no `session_end`, the contactor never opened) and the
 firmware never died. The longest control-loop gap since boot (`status` -> loop_gap_max_ms) is
 reported after each outage with the machine's load average, as a figure: on a shared machine
@@ -76,6 +76,10 @@ HIGH_TOL_S = 0.3  # a wait measured long: the loop's pass, the stdout pipe, a bu
 CONNECT_SLACK_S = 1.0  # TCP + CONNECT/CONNACK + SUBSCRIBE/SUBACK + 2 births with PUBACK
 HEAP_SAMPLES = 3  # `heap` answers after each reconnect (the series)
 HEAP_FLOOR_SAMPLES = 30  # after the first and the last reconnect (the compared figures)
+# Two GC blocks: even the floor of 30 answers moved by one 32 B block between two outages with
+# no growth in CI (series 107712..107808, last 107744 > first 107712); a leak of 8 B per
+# outage is 128 B over the 16 here, still caught
+HEAP_NOISE_B = 64
 HEAP_FLOOR_BATCHES = 3  # the last one is sampled again (state unchanged) while above the first
 REPLY_TIMEOUT_S = 10.0
 LOSS_TIMEOUT_S = 20.0
@@ -433,7 +437,7 @@ def _soak(sim, backend, broker, interpreter, plan, seed, log):
     if stops:
         violations.append("the session did not go on: {}".format(json.dumps(stops[0])))
     heaps = [r["heap"] for r in rows]
-    if heaps and heaps[-1] > heaps[0]:
+    if heaps and heaps[-1] > heaps[0] + HEAP_NOISE_B:
         violations.append("heap after the last reconnect {} B > after the first {} B (least of "
                           "{} answers each; series {})".format(heaps[-1], heaps[0], heap_samples,
                                                                heaps))
