@@ -12,6 +12,7 @@ import gc
 import os
 
 from firmware import events as E
+from firmware.charging import passed
 from firmware.controller import Controller
 from firmware.ids import IdError, new_session_id, normalize_uid
 from firmware.session import KEY_PREFIX, Session, is_session_id, migrate, record_key
@@ -245,7 +246,7 @@ class Shell:
                 self.reset = True
                 self.running = False
         deadline = self.core.next_deadline()
-        if deadline is not None and ticks_diff(now, deadline) >= 0:
+        if passed(deadline, now):
             self.feed(E.EV_TICK, 0, None, now)
         if ticks_diff(now, self.next_purge) >= 0:
             self.next_purge = ticks_add(now, PURGE_EVERY_MS)
